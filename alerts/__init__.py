@@ -1,0 +1,1 @@
+"""Alerts: the rule engine and the reminder -> alarm -> handling loop, with escalation and notification."""

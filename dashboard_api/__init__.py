@@ -1,0 +1,1 @@
+"""Dashboard API: REST, WebSocket and the web console for nurses, grid staff and families."""

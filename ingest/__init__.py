@@ -1,0 +1,1 @@
+"""Streaming ingest: central MQTT broker -> InfluxDB, nothing lost, nothing doubled."""

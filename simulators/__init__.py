@@ -1,0 +1,1 @@
+"""Device simulators: bracelets, infrared sensors, scenarios with ground truth, fleets."""

@@ -1,0 +1,6 @@
+"""Shared fixtures: real services on free ports, per-test unique topic roots."""
+
+pytest_plugins = [
+    "careloop.testing.service_fixtures",
+    "careloop.testing.pg_fixtures",
+]
