@@ -82,18 +82,24 @@ def contract() -> None:
 
 
 @contract.command("docs")
-@click.option("--check", "check_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="instead of printing, exit 1 if this file's generated section is out of date")
-def contract_docs(check_file: Path | None) -> None:
-    """Print the generated topic table and examples of docs/protocol.md."""
+@click.option("--write", "target", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="update the generated section of this file (e.g. docs/protocol.md) instead of printing it")
+@click.option("--check", is_flag=True, help="with --write: exit 1 if the file is out of date, change nothing")
+def contract_docs(target: Path | None, check: bool) -> None:
+    """Print (or write into docs/protocol.md) the topic table, field tables and examples of the contract."""
     from careloop.protocol_doc import generated_section, splice
 
-    if check_file is None:
-        click.echo(generated_section(), nl=False)
+    section = generated_section()
+    if target is None:
+        click.echo(section, nl=False)
         return
-    current = check_file.read_text(encoding="utf-8")
-    if splice(current, generated_section()) != current:
-        raise click.ClickException(f"{check_file} is out of date: run `careloop contract docs --write {check_file}`")
+    current = target.read_text(encoding="utf-8") if target.exists() else ""
+    updated = splice(current, section)
+    if check:
+        if updated != current:
+            raise click.ClickException(f"{target} is out of date: run `careloop contract docs --write {target}`")
+        return
+    target.write_text(updated, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -8,6 +8,7 @@ dead-lettering) and a `detail` naming every offending field.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -81,10 +82,17 @@ _REASON_BY_ERROR_TYPE: dict[str, RejectReason] = {
 def _reason_for(error: Any) -> RejectReason:
     kind: str = error["type"]
     loc: tuple[Any, ...] = error["loc"]
+    value = error.get("input")
     if loc == ("v",) and kind != "missing":
         return RejectReason.UNSUPPORTED_VERSION
     if kind == "model_type" and loc == ():
         return RejectReason.NOT_OBJECT
+    if isinstance(value, float) and not math.isfinite(value):  # NaN given for an integer, say
+        return RejectReason.NOT_FINITE
+    if kind == "missing" and loc and isinstance(loc[-1], int):  # [x, y] where [x, y, z] is expected
+        return RejectReason.TOO_SHORT
+    if kind == "literal_error":
+        return RejectReason.INVALID_VALUE if isinstance(value, str) else RejectReason.WRONG_TYPE
     reason = _REASON_BY_ERROR_TYPE.get(kind)
     if reason is not None:
         return reason
@@ -93,13 +101,20 @@ def _reason_for(error: Any) -> RejectReason:
     return RejectReason.INVALID_VALUE
 
 
+def _is_consequence(error: Any) -> bool:
+    """pydantic adds "should have at least 1 item after validation, not 0" when every item failed; that is noise."""
+    ctx = error.get("ctx") or {}
+    return bool(error["type"] == "too_short" and ctx.get("actual_length") == 0 and error.get("input"))
+
+
 def describe(exc: ValidationError, limit: int = 5) -> str:
     """`field.path: message` for each error (at most `limit`), joined by '; '."""
     parts = []
-    for error in exc.errors(include_url=False)[:limit]:
+    errors = [e for e in exc.errors(include_url=False) if not _is_consequence(e)]
+    for error in errors[:limit]:
         where = ".".join(str(p) for p in error["loc"]) or "payload"
         parts.append(f"{where}: {error['msg']}")
-    more = exc.error_count() - limit
+    more = len(errors) - limit
     if more > 0:
         parts.append(f"and {more} more")
     return "; ".join(parts)

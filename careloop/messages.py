@@ -61,14 +61,12 @@ def _check_timestamp(value: float, info: ValidationInfo) -> float:
         if ahead > ctx["max_future_s"]:
             raise PydanticCustomError(
                 "timestamp_in_future",
-                "timestamp is {ahead:.0f} s ahead of the receiver's clock (at most {limit:.0f} s allowed)",
-                {"ahead": ahead, "limit": ctx["max_future_s"]},
+                f"timestamp is {ahead:.0f} s ahead of the receiver's clock (at most {ctx['max_future_s']:.0f} s allowed)",
             )
         if -ahead > ctx["max_age_s"]:
             raise PydanticCustomError(
                 "timestamp_too_old",
-                "timestamp is {age:.0f} s older than the receiver's clock (at most {limit:.0f} s allowed)",
-                {"age": -ahead, "limit": ctx["max_age_s"]},
+                f"timestamp is {-ahead:.0f} s behind the receiver's clock (at most {ctx['max_age_s']:.0f} s allowed)",
             )
     return value
 
@@ -84,9 +82,7 @@ def _check_sane_time(value: float) -> float:
 
 
 #: When something was measured or happened, checked against the receiver's clock.
-Timestamp = Annotated[
-    float, Field(description="Unix time, seconds (UTC)"), AfterValidator(_check_timestamp)
-]
+Timestamp = Annotated[float, Strict(), Field(description="Unix time, seconds (UTC)"), AfterValidator(_check_timestamp)]
 #: A time that may legitimately be old (a retained status, the last time a device was seen).
 PastTime = Annotated[float, Strict(), Field(description="Unix time, seconds (UTC)"), AfterValidator(_check_sane_time)]
 Float = Annotated[float, Strict()]

@@ -67,7 +67,7 @@ _EDGE_STREAMS: dict[str, TopicKind] = {
 
 def check_id(value: str, what: str = "identifier") -> str:
     """Return `value` if it may appear as one topic level, else raise TopicError saying why."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise TopicError(
             f"{what} {value!r} is not valid: use 1-64 letters, digits, '_' or '-', starting with a letter or digit"
         )
@@ -166,14 +166,14 @@ class TopicTree:
         head = parts[0]
         if head == "home" and n >= 3:
             home_id = parts[1]
-            if not _ID_RE.match(home_id):
+            if not _ID_RE.fullmatch(home_id):
                 raise TopicError(f"topic {topic!r}: home id {home_id!r} is not valid")
             if n == 5 and parts[2] == "device":
                 device_id = parts[3]
                 kind = _DEVICE_STREAMS.get(parts[4])
                 if kind is None:
                     raise TopicError(f"topic {topic!r}: unknown device stream {parts[4]!r}")
-                if not _ID_RE.match(device_id):
+                if not _ID_RE.fullmatch(device_id):
                     raise TopicError(f"topic {topic!r}: device id {device_id!r} is not valid")
                 return Topic(kind, home_id=home_id, device_id=device_id)
             if n == 4 and parts[2] == "edge":
@@ -184,7 +184,7 @@ class TopicTree:
             if n == 3 and parts[2] == "alert":
                 return Topic(TopicKind.ALERT_STATE, home_id=home_id)
         elif head == "deadletter" and n == 2:
-            if not _ID_RE.match(parts[1]):
+            if not _ID_RE.fullmatch(parts[1]):
                 raise TopicError(f"topic {topic!r}: component {parts[1]!r} is not valid")
             return Topic(TopicKind.DEAD_LETTER, component=parts[1])
         raise TopicError(f"topic {topic!r} does not match any careloop topic")
