@@ -60,8 +60,13 @@ def config() -> None:
 
 
 @config.command("check")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="TOML settings file (default: $CARELOOP_CONFIG, if set)")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML settings file (default: $CARELOOP_CONFIG, if set)",
+)
 def config_check(config_file: Path | None) -> None:
     """Print the effective settings (secrets masked), or every error; exit status 2 on errors."""
     from careloop.settings import SettingsError, load_settings, masked
@@ -82,8 +87,13 @@ def contract() -> None:
 
 
 @contract.command("docs")
-@click.option("--write", "target", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="update the generated section of this file (e.g. docs/protocol.md) instead of printing it")
+@click.option(
+    "--write",
+    "target",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="update the generated section of this file (e.g. docs/protocol.md) instead of printing it",
+)
 @click.option("--check", is_flag=True, help="with --write: exit 1 if the file is out of date, change nothing")
 def contract_docs(target: Path | None, check: bool) -> None:
     """Print (or write into docs/protocol.md) the topic table, field tables and examples of the contract."""

@@ -151,6 +151,7 @@ def decode(
                 payload.decode("utf-8")
             except UnicodeDecodeError as ude:
                 raise PayloadError(
-                    RejectReason.NOT_UTF8, f"payload is not UTF-8 (byte {ude.start}: {payload[ude.start]:#04x})"
+                    RejectReason.NOT_UTF8,
+                    f"payload is not UTF-8 (byte {ude.start}: {payload[ude.start]:#04x})",
                 ) from None
         raise PayloadError(reason, f"{model.__name__}: {describe(exc)}") from None

@@ -61,7 +61,8 @@ def _check_timestamp(value: float, info: ValidationInfo) -> float:
         if ahead > ctx["max_future_s"]:
             raise PydanticCustomError(
                 "timestamp_in_future",
-                f"timestamp is {ahead:.0f} s ahead of the receiver's clock (at most {ctx['max_future_s']:.0f} s allowed)",
+                f"timestamp is {ahead:.0f} s ahead of the receiver's clock "
+                f"(at most {ctx['max_future_s']:.0f} s allowed)",
             )
         if -ahead > ctx["max_age_s"]:
             raise PydanticCustomError(
@@ -94,7 +95,9 @@ AccelValue = Annotated[float, Strict(), Field(ge=-ACCEL_LIMIT_G, le=ACCEL_LIMIT_
 AccelSample = tuple[AccelValue, AccelValue, AccelValue]
 HeartRate = Annotated[float, Strict(), Field(ge=25.0, le=250.0, description="heart rate, beats per minute")]
 SpO2 = Annotated[float, Strict(), Field(ge=50.0, le=100.0, description="peripheral oxygen saturation, percent")]
-SkinTemp = Annotated[float, Strict(), Field(ge=20.0, le=44.0, description="skin temperature at the wrist, degrees Celsius")]
+SkinTemp = Annotated[
+    float, Strict(), Field(ge=20.0, le=44.0, description="skin temperature at the wrist, degrees Celsius")
+]
 Systolic = Annotated[int, Strict(), Field(ge=50, le=260, description="systolic blood pressure, mmHg")]
 Diastolic = Annotated[int, Strict(), Field(ge=25, le=160, description="diastolic blood pressure, mmHg")]
 Latitude = Annotated[float, Strict(), Field(ge=-90.0, le=90.0, description="WGS84 latitude, degrees")]
@@ -111,7 +114,7 @@ class Frozen(BaseModel):
 class Message(Frozen):
     """A whole MQTT payload. `v` is the schema version."""
 
-    v: Literal[1] = SCHEMA_VERSION
+    v: Literal[1] = 1  # SCHEMA_VERSION
     #: A valid payload (as parsed JSON) for documentation and round-trip tests; every subclass sets one.
     EXAMPLE: ClassVar[dict[str, Any]]
 
@@ -153,7 +156,12 @@ class VitalsReading(Message):
     )
 
     EXAMPLE: ClassVar[dict[str, Any]] = {
-        "ts": _T, "hr_bpm": 72, "spo2_pct": 97, "skin_temp_c": 33.1, "ppg_quality": 0.93, "motion_g": 0.02,
+        "ts": _T,
+        "hr_bpm": 72,
+        "spo2_pct": 97,
+        "skin_temp_c": 33.1,
+        "ppg_quality": 0.93,
+        "motion_g": 0.02,
     }
 
     @model_validator(mode="after")
@@ -173,7 +181,9 @@ class AccelBatch(Message):
     samples_g: Annotated[tuple[AccelSample, ...], Field(min_length=1, max_length=MAX_ACCEL_SAMPLES)]
 
     EXAMPLE: ClassVar[dict[str, Any]] = {
-        "t0": _T, "rate_hz": 50, "samples_g": [[0.01, -0.98, 0.05], [0.02, -0.99, 0.04], [0.0, -1.01, 0.06]],
+        "t0": _T,
+        "rate_hz": 50,
+        "samples_g": [[0.01, -0.98, 0.05], [0.02, -0.99, 0.04], [0.0, -1.01, 0.06]],
     }
 
 
@@ -286,7 +296,10 @@ class BraceletCommand(Message):
     vibrate_ms: Annotated[int, Strict(), Field(ge=0, le=10_000)] = 0
 
     EXAMPLE: ClassVar[dict[str, Any]] = {
-        "command_id": "cmd-7f3a", "ts": _T, "action": "reminder", "text": "Please put your bracelet on",
+        "command_id": "cmd-7f3a",
+        "ts": _T,
+        "action": "reminder",
+        "text": "Please put your bracelet on",
         "vibrate_ms": 400,
     }
 
@@ -323,14 +336,18 @@ class VitalsSummary(Frozen):
     bp_systolic_mmhg: Systolic | None = None
     bp_diastolic_mmhg: Diastolic | None = None
     n_readings: Annotated[int, Strict(), Field(ge=0)] = Field(description="readings that passed quality gating")
-    n_rejected: Annotated[int, Strict(), Field(ge=0)] = Field(0, description="readings dropped for low quality or motion")
+    n_rejected: Annotated[int, Strict(), Field(ge=0)] = Field(
+        0, description="readings dropped for low quality or motion"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         _check_bp_pair(self.bp_systolic_mmhg, self.bp_diastolic_mmhg)
         lo, mean, hi = self.hr_min_bpm, self.hr_bpm, self.hr_max_bpm
         if lo is not None and hi is not None and lo > hi:
-            raise PydanticCustomError("range_inverted", "hr_min_bpm {lo} is above hr_max_bpm {hi}", {"lo": lo, "hi": hi})
+            raise PydanticCustomError(
+                "range_inverted", "hr_min_bpm {lo} is above hr_max_bpm {hi}", {"lo": lo, "hi": hi}
+            )
         if mean is not None and ((lo is not None and mean < lo) or (hi is not None and mean > hi)):
             raise PydanticCustomError("range_inverted", "hr_bpm {m} lies outside its min / max", {"m": mean})
         return self
@@ -342,11 +359,23 @@ class VitalsBatch(UplinkMessage):
     readings: Annotated[tuple[VitalsSummary, ...], Field(min_length=1, max_length=MAX_BATCH_ITEMS)]
 
     EXAMPLE: ClassVar[dict[str, Any]] = {
-        "msg_id": "h0001-000000001042", "seq": 1042,
+        "msg_id": "h0001-000000001042",
+        "seq": 1042,
         "readings": [
-            {"ts": _T, "device_id": "br-0001", "resident_id": "r-0001", "interval_s": 60, "hr_bpm": 71.5,
-             "hr_min_bpm": 66, "hr_max_bpm": 78, "spo2_pct": 97.2, "spo2_min_pct": 96, "skin_temp_c": 33.0,
-             "n_readings": 58, "n_rejected": 2},
+            {
+                "ts": _T,
+                "device_id": "br-0001",
+                "resident_id": "r-0001",
+                "interval_s": 60,
+                "hr_bpm": 71.5,
+                "hr_min_bpm": 66,
+                "hr_max_bpm": 78,
+                "spo2_pct": 97.2,
+                "spo2_min_pct": 96,
+                "skin_temp_c": 33.0,
+                "n_readings": 58,
+                "n_rejected": 2,
+            },
         ],
     }
 
@@ -377,9 +406,9 @@ class FallEvent(_Event):
     impact_ts: Timestamp
     confidence: Fraction
     placement: Literal["wrist", "waist", "infrared"]
-    sources: Annotated[
-        tuple[Literal["bracelet", "belt", "thermal"], ...], Field(min_length=1, max_length=3)
-    ] = ("bracelet",)
+    sources: Annotated[tuple[Literal["bracelet", "belt", "thermal"], ...], Field(min_length=1, max_length=3)] = (
+        "bracelet",
+    )
     features: Annotated[dict[FeatureName, Float], Field(max_length=32)] = Field(default_factory=dict)
     clip: AccelClip | None = None
 
@@ -458,11 +487,22 @@ class EventBatch(UplinkMessage):
     events: Annotated[tuple[Event, ...], Field(min_length=1, max_length=MAX_BATCH_ITEMS)]
 
     EXAMPLE: ClassVar[dict[str, Any]] = {
-        "msg_id": "h0001-000000001043", "seq": 1043,
+        "msg_id": "h0001-000000001043",
+        "seq": 1043,
         "events": [
-            {"kind": "fall", "event_id": "ev-h0001-88", "ts": _T + 2.1, "resident_id": "r-0001",
-             "device_id": "br-0001", "room": "bathroom", "impact_ts": _T, "confidence": 0.94, "placement": "wrist",
-             "sources": ["bracelet", "thermal"], "features": {"peak_g": 3.8, "stillness_s": 9.5}},
+            {
+                "kind": "fall",
+                "event_id": "ev-h0001-88",
+                "ts": _T + 2.1,
+                "resident_id": "r-0001",
+                "device_id": "br-0001",
+                "room": "bathroom",
+                "impact_ts": _T,
+                "confidence": 0.94,
+                "placement": "wrist",
+                "sources": ["bracelet", "thermal"],
+                "features": {"peak_g": 3.8, "stillness_s": 9.5},
+            },
         ],
     }
 
@@ -486,9 +526,19 @@ class DeviceHealthBatch(UplinkMessage):
     devices: Annotated[tuple[DeviceHealth, ...], Field(min_length=1, max_length=MAX_BATCH_ITEMS)]
 
     EXAMPLE: ClassVar[dict[str, Any]] = {
-        "msg_id": "h0001-000000001044", "seq": 1044,
-        "devices": [{"device_id": "br-0001", "ts": _T, "online": True, "last_seen_ts": _T - 1, "battery_pct": 18,
-                     "low_battery": True, "worn": True}],
+        "msg_id": "h0001-000000001044",
+        "seq": 1044,
+        "devices": [
+            {
+                "device_id": "br-0001",
+                "ts": _T,
+                "online": True,
+                "last_seen_ts": _T - 1,
+                "battery_pct": 18,
+                "low_battery": True,
+                "worn": True,
+            }
+        ],
     }
 
 
@@ -503,7 +553,11 @@ class EdgeHeartbeat(Message):
     software: Annotated[str, Strict(), StringConstraints(max_length=64)]
 
     EXAMPLE: ClassVar[dict[str, Any]] = {
-        "ts": _T, "uptime_s": 86_400, "devices": 5, "outbox_depth": 0, "software": "careloop-edge 0.1.0",
+        "ts": _T,
+        "uptime_s": 86_400,
+        "devices": 5,
+        "outbox_depth": 0,
+        "software": "careloop-edge 0.1.0",
     }
 
 
@@ -533,9 +587,17 @@ class AlertStateChange(Message):
     outcome: Outcome | None = None
 
     EXAMPLE: ClassVar[dict[str, Any]] = {
-        "alert_id": "al-000123", "ts": _T + 31, "home_id": "h0001", "resident_id": "r-0001", "kind": "fall",
-        "severity": "high", "state": "open", "previous_state": "pending", "actor": "system",
-        "reason": "no 'I'm OK' within 30 s", "count": 1,
+        "alert_id": "al-000123",
+        "ts": _T + 31,
+        "home_id": "h0001",
+        "resident_id": "r-0001",
+        "kind": "fall",
+        "severity": "high",
+        "state": "open",
+        "previous_state": "pending",
+        "actor": "system",
+        "reason": "no 'I'm OK' within 30 s",
+        "count": 1,
     }
 
 
@@ -554,7 +616,11 @@ class DeadLetter(Message):
     payload_size: Annotated[int, Strict(), Field(ge=0)]
 
     EXAMPLE: ClassVar[dict[str, Any]] = {
-        "ts": _T, "component": "ingest", "topic": "careloop/v1/home/h0001/device/br-0001/vitals",
-        "reason": "out_of_range", "detail": "hr_bpm: Input should be less than or equal to 250",
-        "payload_b64": "eyJ0cyI6MTc5MDAwMDAwMCwiaHJfYnBtIjo0MDAsInBwZ19xdWFsaXR5IjoxfQ==", "payload_size": 46,
+        "ts": _T,
+        "component": "ingest",
+        "topic": "careloop/v1/home/h0001/device/br-0001/vitals",
+        "reason": "out_of_range",
+        "detail": "hr_bpm: Input should be less than or equal to 250",
+        "payload_b64": "eyJ0cyI6MTc5MDAwMDAwMCwiaHJfYnBtIjo0MDAsInBwZ19xdWFsaXR5IjoxfQ==",
+        "payload_size": 46,
     }

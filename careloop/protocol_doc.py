@@ -44,7 +44,7 @@ def _type_name(tp: Any) -> str:
             return f"array of {_type_name(args[0])}"
         return "[" + ", ".join(_type_name(a) for a in args) + "]"
     if origin is dict:
-        key, value = typing.get_args(tp)
+        _key, value = typing.get_args(tp)
         return f"object of {_type_name(value)}"
     if tp is type(None):
         return "null"
@@ -80,8 +80,6 @@ def _constraints(field: FieldInfo) -> tuple[str, str]:
     for arg in typing.get_args(field.annotation):
         if typing.get_origin(arg) is typing.Annotated:
             visit(arg.__metadata__)
-    if typing.get_origin(field.annotation) is typing.Annotated:
-        visit(field.annotation.__metadata__)
     return ", ".join(dict.fromkeys(notes)), (descriptions[0] if descriptions else "")
 
 
@@ -132,8 +130,11 @@ def generated_section() -> str:
             continue
         example_topic = tree.build(
             spec.kind,
-            **{k: v for k, v in (("home_id", "h0001"), ("device_id", "br-0001"), ("component", "ingest"))
-               if "{" + k + "}" in spec.kind.value},
+            **{
+                k: v
+                for k, v in (("home_id", "h0001"), ("device_id", "br-0001"), ("component", "ingest"))
+                if "{" + k + "}" in spec.kind.value
+            },
         )
         nested: list[type[BaseModel]] = []
         _nested_models(spec.model, nested)

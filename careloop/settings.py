@@ -14,7 +14,12 @@ from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from careloop.topics import ID_PATTERN
 
@@ -184,22 +189,17 @@ class SettingsError(ValueError):
 def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
     """`CARELOOP_*` variables that name no setting (a typo would otherwise be silently ignored)."""
     env = os.environ if environ is None else environ
-    known_top = {name.upper() for name in CareloopSettings.model_fields}
     unknown = []
     for key in env:
         if not key.startswith(ENV_PREFIX) or key in NON_FIELD_ENV:
             continue
-        parts = key[len(ENV_PREFIX) :].split("__")
-        field = CareloopSettings.model_fields.get(parts[0].lower()) if parts[0] in known_top else None
-        if field is None:
+        name, _, sub = key[len(ENV_PREFIX) :].lower().partition("__")
+        field = CareloopSettings.model_fields.get(name)
+        section = field.annotation if field is not None else None
+        if field is None or (
+            sub and not (isinstance(section, type) and issubclass(section, BaseModel) and sub in section.model_fields)
+        ):
             unknown.append(key)
-            continue
-        if len(parts) > 1:
-            section = field.annotation
-            if not (isinstance(section, type) and issubclass(section, BaseModel)):
-                unknown.append(key)
-            elif len(parts) != 2 or parts[1].lower() not in section.model_fields:
-                unknown.append(key)
     return sorted(unknown)
 
 

@@ -72,13 +72,18 @@ def malformed_cases(model: type[m.Message]) -> list[Case]:
     cases: list[Case] = [
         ("empty payload", b"", RejectReason.EMPTY, "empty"),
         ("not UTF-8", b'{"v": 1, "x": "\xff\xfe"}', RejectReason.NOT_UTF8, "not UTF-8"),
-        ("latin-1 bytes", "{\"room\": \"salle \u00e0 manger\"}".encode("latin-1"), RejectReason.NOT_UTF8, "byte"),
+        ("latin-1 bytes", '{"room": "salle \u00e0 manger"}'.encode("latin-1"), RejectReason.NOT_UTF8, "byte"),
         ("truncated JSON", _dumps(example)[:-3], RejectReason.BAD_JSON, "Invalid JSON"),
         ("JSON array", b"[1, 2, 3]", RejectReason.NOT_OBJECT, "object"),
         ("JSON string", b'"hello"', RejectReason.NOT_OBJECT, "object"),
         ("schema version 2", _dumps({**example, "v": 2}), RejectReason.UNSUPPORTED_VERSION, "v:"),
         ("unknown field", _dumps({**example, "heart": 1}), RejectReason.UNKNOWN_FIELD, "heart"),
-        ("oversized payload", _dumps({**example, "pad": "x" * MAX_BYTES[model]}), RejectReason.TOO_LARGE, "limit"),
+        (
+            "oversized payload",
+            _dumps({**example, "pad": "x" * MAX_BYTES[model]}),
+            RejectReason.TOO_LARGE,
+            "limit",
+        ),
     ]
     for name, field in fields.items():
         if field.is_required():
@@ -122,15 +127,26 @@ SPECIFIC: list[tuple[type[m.Message], str, dict[str, Any], RejectReason, str]] =
     (m.VitalsReading, "quality 1.5", {"ppg_quality": 1.5}, RejectReason.OUT_OF_RANGE, "ppg_quality"),
     (m.VitalsReading, "systolic alone", {"bp_systolic_mmhg": 120}, RejectReason.INVALID_VALUE, "both"),
     (
-        m.VitalsReading, "systolic below diastolic", {"bp_systolic_mmhg": 70, "bp_diastolic_mmhg": 90},
-        RejectReason.INVALID_VALUE, "higher than diastolic",
+        m.VitalsReading,
+        "systolic below diastolic",
+        {"bp_systolic_mmhg": 70, "bp_diastolic_mmhg": 90},
+        RejectReason.INVALID_VALUE,
+        "higher than diastolic",
     ),
     (
-        m.VitalsReading, "no vital sign", {"hr_bpm": None, "spo2_pct": None, "skin_temp_c": None},
-        RejectReason.INVALID_VALUE, "at least one vital sign",
+        m.VitalsReading,
+        "no vital sign",
+        {"hr_bpm": None, "spo2_pct": None, "skin_temp_c": None},
+        RejectReason.INVALID_VALUE,
+        "at least one vital sign",
     ),
-    (m.VitalsReading, "BP as float", {"bp_systolic_mmhg": 120.5, "bp_diastolic_mmhg": 80}, RejectReason.WRONG_TYPE,
-     "bp_systolic_mmhg"),
+    (
+        m.VitalsReading,
+        "BP as float",
+        {"bp_systolic_mmhg": 120.5, "bp_diastolic_mmhg": 80},
+        RejectReason.WRONG_TYPE,
+        "bp_systolic_mmhg",
+    ),
     (m.AccelBatch, "17 g", {"samples_g": [[17.0, 0.0, 0.0]]}, RejectReason.OUT_OF_RANGE, "samples_g.0.0"),
     (m.AccelBatch, "two axes", {"samples_g": [[0.0, 1.0]]}, RejectReason.TOO_SHORT, "samples_g.0"),
     (m.AccelBatch, "four axes", {"samples_g": [[0.0, 1.0, 0.0, 0.0]]}, RejectReason.TOO_LONG, "samples_g.0"),
@@ -143,19 +159,41 @@ SPECIFIC: list[tuple[type[m.Message], str, dict[str, Any], RejectReason, str]] =
     (m.MotionReport, "room with a slash", {"room": "a/b"}, RejectReason.INVALID_VALUE, "room"),
     (m.ThermalFrame, "seven rows", {"pixels_c": [[20.0] * 8] * 7}, RejectReason.TOO_SHORT, "pixels_c"),
     (m.ThermalFrame, "nine columns", {"pixels_c": [[20.0] * 9] * 8}, RejectReason.TOO_LONG, "pixels_c.0"),
-    (m.ThermalFrame, "500 C pixel", {"pixels_c": [[500.0] * 8] * 8}, RejectReason.OUT_OF_RANGE, "pixels_c.0.0"),
+    (
+        m.ThermalFrame,
+        "500 C pixel",
+        {"pixels_c": [[500.0] * 8] * 8},
+        RejectReason.OUT_OF_RANGE,
+        "pixels_c.0.0",
+    ),
     (m.OccupancyReport, "sofa", {"place": "sofa"}, RejectReason.INVALID_VALUE, "place"),
     (m.BraceletCommand, "reminder without text", {"text": None}, RejectReason.INVALID_VALUE, "needs text"),
     (m.BraceletCommand, "text of 500 chars", {"text": "x" * 500}, RejectReason.TOO_LONG, "text"),
     (m.BraceletCommand, "vibrate 1 min", {"vibrate_ms": 60_000}, RejectReason.OUT_OF_RANGE, "vibrate_ms"),
     (m.VitalsBatch, "no readings", {"readings": []}, RejectReason.TOO_SHORT, "readings"),
     (m.VitalsBatch, "negative seq", {"seq": -1}, RejectReason.OUT_OF_RANGE, "seq"),
-    (m.EventBatch, "unknown event kind", {"events": [{"kind": "explosion", "event_id": "e1", "ts": NOW}]},
-     RejectReason.INVALID_VALUE, "kind"),
-    (m.EventBatch, "event without kind", {"events": [{"event_id": "e1", "ts": NOW}]}, RejectReason.INVALID_VALUE,
-     "kind"),
+    (
+        m.EventBatch,
+        "unknown event kind",
+        {"events": [{"kind": "explosion", "event_id": "e1", "ts": NOW}]},
+        RejectReason.INVALID_VALUE,
+        "kind",
+    ),
+    (
+        m.EventBatch,
+        "event without kind",
+        {"events": [{"event_id": "e1", "ts": NOW}]},
+        RejectReason.INVALID_VALUE,
+        "kind",
+    ),
     (m.AlertStateChange, "unknown state", {"state": "forgotten"}, RejectReason.INVALID_VALUE, "state"),
-    (m.AlertStateChange, "severity critical", {"severity": "critical"}, RejectReason.INVALID_VALUE, "severity"),
+    (
+        m.AlertStateChange,
+        "severity critical",
+        {"severity": "critical"},
+        RejectReason.INVALID_VALUE,
+        "severity",
+    ),
 ]
 
 
@@ -196,8 +234,15 @@ def test_malformed_payload_is_rejected_with_a_clear_reason(
 def test_every_model_has_at_least_ten_distinct_kinds_of_malformed_example(model: type[m.Message]) -> None:
     reasons = {case[2] for case in malformed_cases(model)}
     assert len(malformed_cases(model)) >= 10
-    assert {RejectReason.EMPTY, RejectReason.NOT_UTF8, RejectReason.UNKNOWN_FIELD, RejectReason.WRONG_TYPE,
-            RejectReason.NOT_FINITE, RejectReason.TOO_LARGE, RejectReason.CLOCK_NOT_SET} <= reasons
+    assert {
+        RejectReason.EMPTY,
+        RejectReason.NOT_UTF8,
+        RejectReason.UNKNOWN_FIELD,
+        RejectReason.WRONG_TYPE,
+        RejectReason.NOT_FINITE,
+        RejectReason.TOO_LARGE,
+        RejectReason.CLOCK_NOT_SET,
+    } <= reasons
 
 
 def test_timestamps_are_judged_against_the_receivers_clock() -> None:
