@@ -22,6 +22,7 @@ _KERNEL_COMMANDS = {
     "config": "careloop.cli:config",
     "contract": "careloop.cli:contract",
     "registry": "careloop.registry.cli:registry",
+    "demo": "careloop.cli:demo",
 }
 
 
@@ -110,6 +111,23 @@ def contract_docs(target: Path | None, check: bool) -> None:
             raise click.ClickException(f"{target} is out of date: run `careloop contract docs --write {target}`")
         return
     target.write_text(updated, encoding="utf-8")
+
+
+@click.command()
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".demo"),
+    show_default=True,
+    help="where the demo keeps its SQLite database and files",
+)
+def demo(workdir: Path) -> None:
+    """Run the zero-setup demo: embedded MQTT broker, SQLite, and every component that joins the demo."""
+    import asyncio
+
+    from careloop.demo import run_demo
+
+    asyncio.run(run_demo(workdir))
 
 
 def main(argv: list[str] | None = None) -> Any:
