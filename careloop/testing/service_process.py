@@ -6,6 +6,7 @@ free ports, and can stop (SIGTERM), kill (SIGKILL) and restart it on the same po
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -17,6 +18,16 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
+
+# Every started, not yet closed service, so that a run that ends without closing them (an error in a script, a
+# KeyboardInterrupt) does not leave servers behind. A SIGKILLed run still can: nothing runs after that.
+_started: set[ServiceProcess] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for service in list(_started):
+        service.close()
 
 
 class ServiceNotInstalled(RuntimeError):
@@ -113,6 +124,7 @@ class ServiceProcess:
                 cwd=self.workdir,
                 start_new_session=True,  # a Ctrl-C on the test run does not hit the server before cleanup
             )
+        _started.add(self)
         deadline = time.monotonic() + self.start_timeout_s
         while not self._is_ready():
             if self._process.poll() is not None:
@@ -153,6 +165,7 @@ class ServiceProcess:
     def close(self) -> None:
         """Stop the server and delete the temporary directory (if this object created it)."""
         self.stop()
+        _started.discard(self)
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
