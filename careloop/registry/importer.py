@@ -68,8 +68,10 @@ from careloop.registry.models import (
 )
 from careloop.topics import ID_PATTERN
 
-#: `RowError.field` for problems with the file as a whole, the header, or a whole row.
+#: `RowError.field` for problems with the file as a whole, the header, or a whole row; DATABASE (line 0) for a
+#: write the database refused.
 FILE = "(file)"
+DATABASE = "(database)"
 HEADER = "(header)"
 ROW = "(row)"
 #: Codes are looked up with `IN` lists of at most this many values (SQLite limits bound parameters).
@@ -97,6 +99,8 @@ class RowError:
     file: str = ""
 
     def __str__(self) -> str:
+        if self.line == 0:  # about the import as a whole
+            return f"{self.field}: {self.reason}"
         return f"line {self.line}, field {self.field}: {self.reason}"
 
 
@@ -933,7 +937,7 @@ def import_csv(
         except DBAPIError as exc:  # a constraint the checks missed, or another import writing the same codes
             session.rollback()
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            job.errors.append(RowError(0, FILE, f"the database refused the import: {reason}"))
+            job.errors.append(RowError(0, DATABASE, f"refused the import: {reason}"))
     report.counts = job.counts
     file_order = {p.name: index for index, p in enumerate(parsed_files)}
     report.errors = sorted(job.errors, key=lambda e: file_order.get(e.file, -1))
