@@ -173,9 +173,11 @@ def _describe_health(profile: HealthProfile | None) -> list[str]:
         return [_line("health", "-")]
 
     def listed(items: list[str]) -> str:
+        """Items joined with '; ', or '-'."""
         return "; ".join(items) or "-"
 
     def limit(name: str, low: object, high: object, unit: str) -> str | None:
+        """A limit pair as 'low..high', '>= low' or '<= high' (None when neither is set)."""
         if low is None and high is None:
             return None
         if high is None:
