@@ -7,19 +7,12 @@ each component on one machine. Clients connecting to it must use MQTT 3.1.1.
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from amqtt.broker import Broker
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+from careloop.ports import free_port
 
 
 @asynccontextmanager

@@ -21,7 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from careloop.testing.service_process import ServiceFailed, ServiceNotInstalled, ServiceProcess, find_binary, free_port
+from careloop.ports import free_port
+from careloop.testing.service_process import ServiceFailed, ServiceNotInstalled, ServiceProcess, find_binary
 
 INSTALL_HINT = "InfluxDB is not installed: run `make test` as root, or `sudo apt-get install influxdb`"
 

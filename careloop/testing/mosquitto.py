@@ -20,7 +20,8 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from careloop.testing.service_process import ServiceNotInstalled, ServiceProcess, find_binary, free_port, port_accepts
+from careloop.ports import free_port, port_accepts
+from careloop.testing.service_process import ServiceNotInstalled, ServiceProcess, find_binary
 
 INSTALL_HINT = "Mosquitto is not installed: run `make test` as root, or `sudo apt-get install mosquitto`"
 
