@@ -29,8 +29,9 @@ from careloop.contract import SPECS, decode_message
 from careloop.embedded_broker import embedded_broker
 from careloop.topics import TopicKind, TopicTree
 
-HOME = "demo-h1"
-BRACELET = "br-0001"
+HOME = "H00001"  # the first home and bracelet of the generated registry
+BRACELET = "BR-R00001"
+DEMO_RESIDENTS = 20
 COMPONENT = "demo"
 
 
@@ -135,9 +136,38 @@ async def _receiver(ctx: DemoContext, tally: _Tally, expected: int, ready: async
                 return
 
 
+def _load_registry(db_url: str, say: Callable[[str], None]) -> str:
+    """Import a generated registry (residents, devices, health records) and describe the demo bracelet's wearer."""
+    from careloop.registry.importer import import_csv
+    from careloop.registry.store import device_by_code, open_registry
+    from careloop.testing.registry_csv import generate_registry_csv
+
+    data = generate_registry_csv(DEMO_RESIDENTS, seed=7)
+    with open_registry(db_url) as registry:
+        report = import_csv(
+            registry.engine,
+            [
+                (f"{kind}.csv", text.encode())
+                for kind, text in (("residents", data.residents), ("devices", data.devices), ("health", data.health))
+            ],
+        )
+        if not report.ok:
+            raise RuntimeError("demo registry import failed: " + "; ".join(str(e) for e in report.errors))
+        say(f"registry: {data.n_residents} residents, {data.n_homes} homes, {data.n_devices} devices imported")
+        with registry.session() as session:
+            device = device_by_code(session, BRACELET)
+            if device is None or device.resident is None:
+                raise RuntimeError(f"demo bracelet {BRACELET} is not in the registry")
+            resident = device.resident
+            profile = resident.health_profile
+            conditions = ", ".join(profile.conditions) if profile is not None and profile.conditions else "none"
+            return f"{resident.name} ({resident.code}, conditions: {conditions})"
+
+
 async def run_demo(workdir: Path, say: Callable[[str], None] = print, timeout_s: float = 60.0) -> _Tally:
     """Run the demo end to end and return what the receiver counted."""
     workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
+    (workdir / "careloop.db").unlink(missing_ok=True)
     tally = _Tally()
     async with embedded_broker() as url:
         ctx = DemoContext(
@@ -149,6 +179,8 @@ async def run_demo(workdir: Path, say: Callable[[str], None] = print, timeout_s:
             say=say,
         )
         say(f"embedded MQTT broker at {url}; state in {workdir}")
+        wearer = await asyncio.to_thread(_load_registry, ctx.db_url, say)
+        say(f"bracelet {BRACELET} in home {HOME} is worn by {wearer}")
         components: list[Callable[[DemoContext], Coroutine[Any, Any, None]]] = [
             ep.load() for ep in entry_points(group="careloop.demo")
         ]

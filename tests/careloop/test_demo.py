@@ -25,4 +25,6 @@ async def test_demo_accepts_valid_messages_and_dead_letters_every_malformed_one(
         "bad_json": 1,
     }
     assert tally.dead_letters == 5
+    assert any(line.startswith("registry: 20 residents") for line in lines)
+    assert any("is worn by" in line and "R00001" in line for line in lines)
     assert any("REJECTED vitals" in line and "hr_bpm" in line for line in lines)
