@@ -135,7 +135,7 @@ class ImportReport:
 
 # -- cell types -------------------------------------------------------------------------------------------------
 def _code(value: str) -> str:
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise PydanticCustomError("code", "must be 1-64 letters, digits, '_' or '-', starting with a letter or digit")
     return value
 
@@ -143,11 +143,11 @@ def _code(value: str) -> str:
 def _iso_date(value: Any) -> Any:
     if isinstance(value, str):
         try:
-            if _DATE_RE.match(value):
+            if _DATE_RE.fullmatch(value):
                 return date.fromisoformat(value)
         except ValueError:
             pass
-        raise PydanticCustomError("date", "must be a date written YYYY-MM-DD")
+        raise PydanticCustomError("date", "must be a real date written YYYY-MM-DD")
     return value
 
 
@@ -161,7 +161,7 @@ def _past_date(value: date, info: ValidationInfo) -> date:
 
 
 def _phone(value: str) -> str:
-    if not _PHONE_RE.match(value):
+    if not _PHONE_RE.fullmatch(value):
         raise PydanticCustomError("phone", "must be digits, optionally with a leading '+', spaces, '-' or parentheses")
     return value
 
@@ -195,6 +195,18 @@ def _no_repeats(items: list[str]) -> list[str]:
 
 
 Code = Annotated[str, AfterValidator(_code)]
+#: Health records often write sex as F / M; accept those and any capitalisation.
+_SEX_ALIASES = {"f": "female", "m": "male", "o": "other"}
+
+
+def _sex(value: Any) -> Any:
+    if isinstance(value, str):
+        folded = value.strip().lower()
+        return _SEX_ALIASES.get(folded, folded)
+    return value
+
+
+SexField = Annotated[Sex, BeforeValidator(_sex)]
 PersonName = Annotated[str, Field(min_length=1, max_length=200)]
 OrgName = Annotated[str, Field(min_length=1, max_length=200)]
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
@@ -236,7 +248,7 @@ class ResidentRow(_Row):
     resident_code: Code
     name: PersonName
     birth_date: PastDate
-    sex: Sex
+    sex: SexField
     phone: Phone | None = None
     status: ResidentStatus | None = None
     home_code: Code
@@ -621,7 +633,9 @@ class _Import:
     def _duplicates(parsed: ParsedFile, code_field: str, what: str) -> list[ParsedRow]:
         """Report every row (valid or not) whose code an earlier row has; return the valid rows that are first."""
         codes = [(row.line, getattr(row.values, code_field)) for row in parsed.rows]
-        codes += [(line, code) for line, cells in parsed.rejected if _ID_RE.match(code := cells.get(code_field, ""))]
+        for line, cells in parsed.rejected:
+            if _ID_RE.fullmatch(code := cells.get(code_field, "")):
+                codes.append((line, code))
         first: dict[str, int] = {}
         for line, code in sorted(codes):
             earlier = first.setdefault(code, line)
@@ -643,9 +657,9 @@ class _Import:
         """Check and apply a residents file: org units, homes, residents."""
         rows = self._duplicates(parsed, "resident_code", "resident")
         for _, cells in parsed.rejected:  # known codes, so later files do not report them as unknown too
-            if _ID_RE.match(code := cells.get("resident_code", "")):
+            if _ID_RE.fullmatch(code := cells.get("resident_code", "")):
                 self.seen_residents.setdefault(code, (self._placeholder(), None))
-            if _ID_RE.match(home := cells.get("home_code", "")):
+            if _ID_RE.fullmatch(home := cells.get("home_code", "")):
                 self.seen_homes.setdefault(home, self._placeholder())
 
         # One description per home, one home per household (in the file).

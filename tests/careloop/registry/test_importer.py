@@ -277,7 +277,7 @@ def test_a_malformed_residents_file_is_rejected_with_every_error_and_nothing_imp
     report = run(registry, ("residents.csv", csv_bytes(header, *rows)))
     assert errors(report) == [
         (6, "name", "a value is required"),
-        (6, "birth_date", "must be a date written YYYY-MM-DD (got '1945-02-30')"),
+        (6, "birth_date", "must be a real date written YYYY-MM-DD (got '1945-02-30')"),
         (6, "sex", "should be 'female', 'male' or 'other' (got 'woman')"),
         (6, "timezone", "is not an IANA time zone name such as Asia/Shanghai (got 'Mars/Base')"),
         (6, "phone", "must be digits, optionally with a leading '+', spaces, '-' or parentheses (got '12ab')"),
@@ -292,7 +292,7 @@ def test_a_malformed_residents_file_is_rejected_with_every_error_and_nothing_imp
         (12, "longitude", "latitude and longitude go together: give both or neither"),
         (13, ROW, "3 cells, but the header has 19 columns"),
         (14, "resident_code", "must be 1-64 letters, digits, '_' or '-', starting with a letter or digit (got 'R 9')"),
-        (14, "birth_date", "must be a date written YYYY-MM-DD (got '19390909')"),
+        (14, "birth_date", "must be a real date written YYYY-MM-DD (got '19390909')"),
     ]
     assert {e.file for e in report.errors} == {"residents.csv"}
     assert not report.written
@@ -443,7 +443,7 @@ def test_a_bad_resident_row_does_not_make_their_devices_unknown_too(registry: Re
     bad_r1 = R1.replace("1940-05-01", "1940-13-01")
     devices = csv_bytes(DEVICES_HEADER, "BR-1,bracelet,H1,R1,,,")
     report = run(registry, ("residents.csv", csv_bytes(RESIDENTS_HEADER, bad_r1)), ("devices.csv", devices))
-    assert errors(report) == [(2, "birth_date", "must be a date written YYYY-MM-DD (got '1940-13-01')")]
+    assert errors(report) == [(2, "birth_date", "must be a real date written YYYY-MM-DD (got '1940-13-01')")]
     assert_empty(registry)
 
 
@@ -453,3 +453,14 @@ def test_a_household_already_taken_by_another_home_is_rejected(registry: Registr
     report = run(registry, ("b.csv", csv_bytes(RESIDENTS_HEADER, intruder)))
     assert errors(report) == [(2, "household", "Minhang / S1 / C1 / G1 / P1 / B1 / U1 / 101 is already home H1")]
     assert row_counts(registry)["residents"] == 1
+
+
+def test_sex_as_health_records_often_write_it_is_understood(registry: Registry) -> None:
+    rows = (R1.replace(",female,", ",F,"), R2.replace(",male,", ",Male,"))
+    report = run(registry, ("residents.csv", csv_bytes(RESIDENTS_HEADER, *rows)))
+    assert report.ok, errors(report)
+    with registry.session() as session:
+        assert [r.sex.value for r in (resident_by_code(session, "R1"), resident_by_code(session, "R2")) if r] == [
+            "female",
+            "male",
+        ]
