@@ -38,6 +38,7 @@ Realism, and the imperfections a detector at the edge has to live with:
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -301,10 +302,14 @@ def body_heat(posture: Posture, position: Position, heading_rad: float = 0.0, *,
     person's head is at the far end from the direction it points to). `head=False` leaves the head out (the
     warm imprint left in a bed or on a seat).
     """
+    return _body_heat(posture, float(position[0]), float(position[1]), float(heading_rad), head).copy()
+
+
+@functools.lru_cache(maxsize=256)  # a person sitting or lying stays put: the same picture frame after frame
+def _body_heat(posture: Posture, row: float, col: float, heading_rad: float, head: bool) -> np.ndarray:
     parts = _BODY.get(posture, ())
     if not head:
         parts = parts[:1]
-    row, col = position
     cos_h, sin_h = math.cos(heading_rad), math.sin(heading_rad)
     fine = np.zeros_like(_FINE_ROWS)
     for part in parts:
@@ -320,6 +325,7 @@ def body_heat(posture: Posture, position: Position, heading_rad: float = 0.0, *,
     for i in range(3):
         for j in range(3):
             out += _CROSSTALK[i, j] * padded[i : i + FRAME_PX, j : j + FRAME_PX]
+    out.flags.writeable = False  # shared by every caller of the cache
     return out
 
 
@@ -341,7 +347,8 @@ def frame_for(
     frame = base + rng.normal(0.0, noise_c, (FRAME_PX, FRAME_PX))
     if posture is not Posture.AWAY:
         # clothing, angle and breathing make the apparent warmth vary a little from frame to frame
-        frame += body_heat(posture, position, heading_rad) * (1.0 + rng.normal(0.0, 0.03))
+        heat = _body_heat(posture, float(position[0]), float(position[1]), float(heading_rad), True)
+        frame += heat * (1.0 + rng.normal(0.0, 0.03))
     quantised = np.round(frame / THERMAL_STEP_C) * THERMAL_STEP_C
     return np.clip(quantised, PIXEL_MIN_C, PIXEL_MAX_C)
 
@@ -515,7 +522,7 @@ class ThermopileSensor(_TimelineSensor):
         if weight < 0.02:
             self._residual = None
             return 0.0
-        return weight * body_heat(posture, position, heading, head=False)
+        return weight * _body_heat(posture, position[0], position[1], heading, False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
