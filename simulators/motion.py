@@ -344,8 +344,8 @@ _STILL: Mapping[tuple[Activity, Placement], _StillProfile] = MappingProxyType(
 #: ON_FLOOR with `moving`: feeble attempts to move, no getting up.
 _ON_FLOOR_MOVING: Mapping[Placement, _StillProfile] = MappingProxyType(
     {
-        "wrist": _StillProfile("floor", 8.0, (5, 25), (1.5, 4.0), (0.03, 0.15), tremor_g=0.005),
-        "waist": _StillProfile("floor", 20.0, (2, 10), (1.5, 4.0), (0.02, 0.08), breath_g=0.004),
+        "wrist": _StillProfile("floor", 6.0, (5, 30), (1.5, 4.0), (0.05, 0.25), tremor_g=0.005),
+        "waist": _StillProfile("floor", 12.0, (2, 10), (1.5, 4.0), (0.03, 0.1), breath_g=0.004),
     }
 )
 
@@ -714,7 +714,7 @@ class _Strikes(_Renderer):
             self.bob_g = rng.uniform(0.05, 0.18) if wrist else 0.005  # the hands also bob up and down
         else:
             self.pose = _turned(self.home, rng.uniform(0.0, 25.0), rng) if wrist else self.home
-            strikes = int(segment.params.get("strikes", rng.choice([1, 2, 3], p=[0.6, 0.25, 0.15])))
+            strikes = int(segment.params.get("strikes", rng.choice([1, 2, 3], p=[0.7, 0.2, 0.1])))
             gap = rng.uniform(0.9, 1.4)
             times = self.t_in + 0.4 + gap * np.arange(max(1, strikes))
             times = times[times < segment.end - 0.2] if np.any(times < segment.end - 0.2) else times[:1]
@@ -731,6 +731,15 @@ class _Strikes(_Renderer):
             )
             self.swing_depth = (1.0 - rng.uniform(0.1, 0.4, size=len(times))) * (1.0 if wrist else 0.05)
             self.rebound = rng.uniform(0.2, 0.5, size=len(times))
+            # the hand stays on the table but is not still at once (WEDA D09: 0.02-0.06 g of movement after)
+            settle = rng.lognormal(math.log(0.1 if wrist else 0.004), 0.5) * rng.uniform(0.5, 1.0, size=2)
+            self.settle = _Oscillators(
+                float(times[-1]),
+                list(rng.uniform(0.5, 2.5, size=2)),
+                list(rng.uniform(0.0, _TWO_PI, size=2)),
+                list(settle[:, None] * _unit(rng.normal(size=(2, 3)))),
+            )
+            self.settle_tau = rng.uniform(1.5, 4.0)
         self.times = times
         self.quiet = _Oscillators(
             segment.start, [rng.uniform(5.0, 9.0)], [0.0], [(0.004 if wrist else 0.001) * _random_unit(rng)]
@@ -770,6 +779,10 @@ class _Strikes(_Renderer):
         dyn += up * vertical[:, None]
         rebound = self.rebound[k] * self.amps[k] * _pulse(dt, 0.075, 0.02)
         dyn += (pulses + rebound)[:, None] * self.dirs[k]
+        since = t - self.times[-1] - 0.15
+        if since[-1] > 0:
+            decay = _smoothstep(since / 0.3) * np.exp(-np.maximum(since, 0.0) / self.settle_tau)
+            dyn += self.settle.render(t) * decay[:, None]
         return up, dyn
 
 
