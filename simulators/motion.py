@@ -143,6 +143,17 @@ def _slerp(u0: Array, u1: Array, w: Array) -> Array:
     return _unit(u0 * a[:, None] + u1 * b[:, None])
 
 
+def _slerp_pair(p0: Array, p1: Array, w: Array) -> Array:
+    """Unit vector p0 turned towards unit vector p1 by fractions w (n,), along the great circle: (n, 3)."""
+    omega = math.acos(max(-1.0, min(1.0, float(p0 @ p1))))
+    if omega < 1e-6:
+        return np.asarray(np.broadcast_to(p0, (len(w), 3)), dtype=np.float64)
+    if omega > math.pi - 1e-6:  # opposite poses: the general case picks a way round
+        return _slerp(p0, p1, w)
+    s = math.sin(omega)
+    return np.asarray(np.outer(np.sin((1.0 - w) * omega) / s, p0) + np.outer(np.sin(w * omega) / s, p1))
+
+
 def _rotate(v: Array, axis: Array, angle: Array | float) -> Array:
     """Rodrigues: v (3,) turned about unit `axis` (3,) by `angle` radians (a scalar, or (n,) giving (n, 3))."""
     c2 = axis * float(axis @ v)
@@ -194,12 +205,12 @@ _LEFT_SIDE = np.array([-1.0, 0.0, 0.0])  # lying on the left side: the wearer's 
 _RIGHT_SIDE = np.array([1.0, 0.0, 0.0])
 _LYING_WAIST = (_SUPINE, _LEFT_SIDE, _RIGHT_SIDE, _PRONE)
 
-PoseFamily = Literal["hanging", "working", "sitting", "table", "clap", "upright", "lying", "floor"]
+PoseFamily = Literal["hanging", "working", "sitting", "upright", "lying", "floor"]
 
 
 def _pose(placement: Placement, family: PoseFamily, rng: np.random.Generator) -> Array:
     """A random pose of a family: `hanging` arm while walking, hands `working` while standing, `sitting`,
-    forearm on a `table`, hands up to `clap`, `upright` trunk, `lying` in bed or on the `floor`."""
+    `upright` trunk, `lying` in bed or on the `floor`."""
     if placement == "wrist":
         if family in ("hanging", "upright"):
             return _wrist(rng.uniform(45.0, 85.0), rng.uniform(-20.0, 70.0))
@@ -207,10 +218,6 @@ def _pose(placement: Placement, family: PoseFamily, rng: np.random.Generator) ->
             return _wrist(rng.uniform(-10.0, 35.0), rng.uniform(40.0, 110.0))
         if family == "sitting":
             return _wrist(rng.uniform(-5.0, 30.0), rng.uniform(30.0, 120.0))
-        if family == "table":
-            return _wrist(rng.uniform(-5.0, 10.0), rng.uniform(70.0, 100.0))
-        if family == "clap":
-            return _wrist(rng.uniform(-45.0, -15.0), rng.uniform(-25.0, 15.0))
         return _random_unit(rng)  # lying, floor: the arm can be anywhere
     if family in ("sitting",):
         return _waist(rng.uniform(-18.0, -2.0), rng.normal(0.0, 3.0))
@@ -292,6 +299,11 @@ class _PoseTrack:
         k1 = bisect.bisect_right(self._times, float(t[-1])) - 1
         if k0 == k1 and (k0 < 0 or float(t[0]) >= self._ends[k0]):
             return self.poses[k0 + 1], None
+        if k0 == k1:  # within one move (the usual case): two fixed poses, no per-sample lookups
+            u = np.clip((t - self.times[k0]) / self.durations[k0], 0.0, 1.0)
+            up = _slerp_pair(self.poses[k0], self.poses[k0 + 1], _smoothstep(u))
+            wave = np.sin(_TWO_PI * self.burst_hz[k0] * (t - self.times[k0]))
+            return up, np.outer(self.burst_g[k0] * np.sin(np.pi * u) ** 2 * wave, self.burst_dir[k0])
         k = np.searchsorted(self.times, t, side="right") - 1
         moving = k >= 0
         kc = np.maximum(k, 0)
@@ -408,7 +420,6 @@ class _Still(_Renderer):
         self.base = base
         self.track = _track(rng, placement, base, profile, segment.start, segment.end)
         hz: list[float] = []
-        phase: list[float] = []
         vectors: list[Array] = []
         if profile.tremor_g:
             amp = profile.tremor_g * rng.uniform(0.5, 1.5)
@@ -423,8 +434,7 @@ class _Still(_Renderer):
         if profile.breath_g:
             hz.append(rng.uniform(0.2, 0.35))
             vectors.append(profile.breath_g * rng.uniform(0.6, 1.4) * base)
-        phase = list(rng.uniform(0.0, _TWO_PI, size=len(hz)))
-        self.oscillators = _Oscillators(segment.start, hz, phase, vectors)
+        self.oscillators = _Oscillators(segment.start, hz, list(rng.uniform(0.0, _TWO_PI, size=len(hz))), vectors)
 
     def render(self, t: Array) -> tuple[Array, Array]:
         """Orientation and movement at times t."""
@@ -488,6 +498,9 @@ class _Gait(_Renderer):
             self.swing_g = rng.uniform(0.15, 0.3) * (1.4 if stairs else 1.0)
             forward = _unit(np.cross(self.axis, forearm))
             left = self.axis
+            self.base_along = self.axis * float(self.axis @ self.base)
+            self.base_ortho = self.base - self.base_along
+            self.base_cross = np.cross(self.axis, self.base)
             up = self.base
             vert_k = 0.8
         # columns: sin(theta), sin(2 theta + psi2), sin(theta + psi_ap), sin(theta / 2 + psi_ml), heel pulse
@@ -501,6 +514,22 @@ class _Gait(_Renderer):
             ]
         )
         self.vertical_only = placement == "waist"
+        if (
+            inherit is not None and inherit.stairs == stairs
+        ):  # the same gait, seamlessly (the fade then changes nothing)
+            self.wander, self.heel_phase, self.heel_width_s = inherit.wander, inherit.heel_phase, inherit.heel_width_s
+            self.trough, self.step_salt, self.psi, self.weights = (
+                inherit.trough,
+                inherit.step_salt,
+                inherit.psi,
+                inherit.weights,
+            )
+            self.phase0, self.t_ref = inherit.phase0, inherit.t_ref
+            if placement == "wrist":
+                self.swing_rad, self.swing_g = inherit.swing_rad, inherit.swing_g
+        elif inherit is not None:  # another gait: the step phase goes on where it was
+            depth, phase = self.wander
+            self.phase0 -= depth * math.sin(phase)
         knots: list[float] = []
         values: list[float] = []
         if activity is Activity.OUT:  # walking bouts with pauses (crossings, chats, shop windows)
@@ -543,9 +572,13 @@ class _Gait(_Renderer):
         swing = np.sin(0.5 * theta)
         if envelope is not None:
             swing *= envelope
-        up = _rotate(self.base, self.axis, self.swing_rad * swing)
-        tangent = np.cross(self.axis, up)  # where the hand moves as the arm swings
-        dyn += tangent * (-self.swing_g * swing)[:, None]
+        # up = base turned about the axis by the swing angle (Rodrigues, with c1 = axis x base, c2 = its part along
+        # the axis); the hand moves along axis x up = c1 cos - (base - c2) sin
+        angle = self.swing_rad * swing
+        cos, sin = np.cos(angle), np.sin(angle)
+        up = np.outer(cos, self.base_ortho) + np.outer(sin, self.base_cross) + self.base_along
+        push = -self.swing_g * swing
+        dyn += np.outer(push * cos, self.base_cross) - np.outer(push * sin, self.base_ortho)
         return up, dyn
 
 
