@@ -382,6 +382,14 @@ async def test_qos_0_fleet_counts_sent_without_acknowledgements(fleet_broker: Mo
     assert summary.errors == 0
 
 
+async def test_a_quiet_device_keeps_its_connection_with_pings(fleet_broker: Mosquitto) -> None:
+    # Two messages 10 s apart, keepalive 2 s: Mosquitto drops a client silent for 3 s (it looks every few
+    # seconds; without pings this one is gone after about 6 s) unless it pings.
+    summary = await Fleet(config(fleet_broker, homes=1, rate=0.1, duration_s=10.5, keepalive_s=2)).run()
+    assert (summary.sent, summary.acked) == (2, 2)
+    assert summary.lost_connections == 0
+
+
 async def test_timestamps_come_from_the_injected_clock(fleet_broker: Mosquitto) -> None:
     clock = ManualClock(NOW)
     async with monitor(fleet_broker) as seen:
