@@ -123,7 +123,7 @@ def write_fleet_credentials(
     readers: Mapping[str, str] | None = None,
 ) -> CredentialFiles:
     """Write a Mosquitto password file (`passwords`) and ACL (`acl`) for the fleet, plus any `readers`."""
-    from careloop.testing.mosquitto import mosquitto_password_line
+    from careloop.broker_auth import mosquitto_password_line
 
     readers = dict(readers or {})
     users = {**fleet_users(homes, secret, first_index=first_index), **readers}

@@ -12,14 +12,12 @@ messages per client silently drops messages for a slow or offline subscriber, wh
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import pwd
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from careloop.broker_auth import mosquitto_password_line
 from careloop.ports import free_port, port_accepts
 from careloop.testing.service_process import ServiceNotInstalled, ServiceProcess, find_binary
 
@@ -58,15 +56,6 @@ max_packet_size 1048576
 # this temporary directory.
 user {user}
 """
-
-
-def mosquitto_password_line(username: str, password: str, *, iterations: int = 101) -> str:
-    """One password-file line as `mosquitto_passwd` writes it: PBKDF2-SHA512 with a 12-byte salt (`$7$`)."""
-    if ":" in username or "\n" in username:
-        raise ValueError(f"username {username!r} cannot contain ':' or a newline")
-    salt = secrets.token_bytes(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
-    return f"{username}:$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
 class Mosquitto(ServiceProcess):
