@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,8 @@ import pytest
 
 from careloop.codec import decode, encode
 from careloop.messages import ACCEL_LIMIT_G, AccelBatch
+from careloop.testing.falls_data import FallsDataMissing
+from careloop.testing.falls_data import falls_dataset as shared_falls_dataset
 from careloop.topics import TopicKind
 from simulators.motion import (
     FALL_PHASES,
@@ -49,20 +50,14 @@ from simulators.timeline import Activity, FallKind, Posture, Segment, Timeline
 Array = npt.NDArray[np.float64]
 T0 = 1_790_000_000.0
 RATE = 50
-FALLS_DIR = Path(
-    os.environ.get("CARELOOP_FALLS_DIR", Path(__file__).resolve().parents[3] / "shared" / "data" / "falls")
-)
 
 
 def falls_dataset(name: str) -> Path:
     """The folder of a real dataset; fails (never skips) the test when the data is not there."""
-    folder = FALLS_DIR / name
-    if not (folder / "trials.csv").is_file():
-        pytest.fail(
-            f"real fall recordings not found: {folder / 'trials.csv'} is missing. The realism tests need the "
-            "shared WEDA-FALL and SisFall data: set CARELOOP_FALLS_DIR to the folder holding weda-fall/ and sisfall/"
-        )
-    return folder
+    try:
+        return shared_falls_dataset(name)
+    except FallsDataMissing as exc:
+        pytest.fail(f"the realism tests need the shared WEDA-FALL and SisFall data: {exc}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,8 @@ import pytest
 
 from careloop.codec import decode, encode
 from careloop.messages import AccelBatch
+from careloop.testing.falls_data import FallsDataMissing
+from careloop.testing.falls_data import falls_dataset as shared_falls_dataset
 from careloop.topics import TopicKind
 from simulators.emission import Emission
 from simulators.replay import (
@@ -24,20 +25,14 @@ from simulators.replay import (
 )
 
 T0 = 1_790_000_000.0
-FALLS_DIR = Path(
-    os.environ.get("CARELOOP_FALLS_DIR", Path(__file__).resolve().parents[3] / "shared" / "data" / "falls")
-)
 
 
 def falls_dataset(name: str) -> Path:
     """The folder of a real dataset; fails (never skips) the test when the data is not there."""
-    folder = FALLS_DIR / name
-    if not (folder / "trials.csv").is_file():
-        pytest.fail(
-            f"real fall recordings not found: {folder / 'trials.csv'} is missing. The replay tests need the "
-            "shared WEDA-FALL and SisFall data: set CARELOOP_FALLS_DIR to the folder holding weda-fall/ and sisfall/"
-        )
-    return folder
+    try:
+        return shared_falls_dataset(name)
+    except FallsDataMissing as exc:
+        pytest.fail(f"the replay tests need the shared WEDA-FALL and SisFall data: {exc}")
 
 
 def _batches(device: ReplayAccel, windows: list[float]) -> list[Emission]:

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from careloop.codec import decode, encode
 from careloop.contract import SPECS
 from careloop.messages import AccelBatch, Availability
+from careloop.testing.falls_data import FallsDataMissing, falls_dataset
 from careloop.testing.mosquitto import Mosquitto
 from careloop.topics import TopicKind
 from simulators.cli import simulate
@@ -25,7 +26,6 @@ from simulators.ground_truth import read_jsonl
 from simulators.runner import ListSink, build, play, stream
 from simulators.scenario import ScenarioFile, anchor_start, load_scenario, scenario_names
 
-FALLS = Path(__file__).resolve().parents[3] / "shared" / "data" / "falls"
 NOW = 1_790_000_000.0
 
 REQUIRED = {
@@ -168,9 +168,10 @@ def test_simulate_scenario_delivers_everything_through_a_real_broker(mosquitto: 
 
 
 def test_replay_streams_a_real_recording_as_the_bracelet_s_accelerometer(tmp_path: Path) -> None:
-    trial = FALLS / "weda-fall" / "trials" / "weda_U01_F01_R01.csv"
-    if not trial.is_file():
-        pytest.fail(f"the shared fall recordings are missing: {trial} (see ../shared/data/falls/README.md)")
+    try:
+        trial = falls_dataset("weda-fall") / "trials" / "weda_U01_F01_R01.csv"
+    except FallsDataMissing as exc:
+        pytest.fail(str(exc))
     result = CliRunner().invoke(
         simulate,
         [
