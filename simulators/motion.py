@@ -1058,6 +1058,16 @@ def accel_batch(t0: float, rate_hz: float, samples: Array) -> AccelBatch:
     return AccelBatch(t0=t0, rate_hz=rate_hz, samples_g=tuple(tuple(row) for row in values))
 
 
+def samples_per_batch(batch_s: float, rate_hz: float) -> int:
+    """Samples in one AccelBatch of `batch_s` seconds; a whole number that the wire contract allows, or ValueError."""
+    per_batch = batch_s * rate_hz
+    if abs(per_batch - round(per_batch)) > 1e-9 or not 1 <= round(per_batch) <= MAX_ACCEL_SAMPLES:
+        raise ValueError(
+            f"batch_s * rate_hz must be a whole number of samples from 1 to {MAX_ACCEL_SAMPLES}, not {per_batch}"
+        )
+    return round(per_batch)
+
+
 class BraceletAccel:
     """The accelerometer of a bracelet (or belt clip): one AccelBatch of `batch_s` of samples per `batch_s`.
 
@@ -1066,15 +1076,10 @@ class BraceletAccel:
     """
 
     def __init__(self, device_id: str, synth: MotionSynth, batch_s: float = 1.0, origin: float | None = None):
-        per_batch = batch_s * synth.rate_hz
-        if abs(per_batch - round(per_batch)) > 1e-9 or not 1 <= round(per_batch) <= MAX_ACCEL_SAMPLES:
-            raise ValueError(
-                f"batch_s * rate_hz must be a whole number of samples from 1 to {MAX_ACCEL_SAMPLES}, not {per_batch}"
-            )
         self.device_id = device_id
         self.synth = synth
         self.batch_s = batch_s
-        self.per_batch = round(per_batch)
+        self.per_batch = samples_per_batch(batch_s, synth.rate_hz)
         self.origin = synth.timeline.start if origin is None else origin
 
     def emissions(self, t0: float, t1: float) -> Iterator[Emission]:

@@ -24,10 +24,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from careloop.messages import MAX_ACCEL_SAMPLES
 from careloop.topics import TopicKind
 from simulators.emission import Emission
-from simulators.motion import accel_batch
+from simulators.motion import accel_batch, samples_per_batch
 
 Array = npt.NDArray[np.float64]
 TRIALS_CSV = "trials.csv"
@@ -195,16 +194,11 @@ class ReplayAccel:
     """
 
     def __init__(self, device_id: str, recording: Recording, start: float, batch_s: float = 1.0) -> None:
-        per_batch = batch_s * recording.rate_hz
-        if abs(per_batch - round(per_batch)) > 1e-9 or not 1 <= round(per_batch) <= MAX_ACCEL_SAMPLES:
-            raise ValueError(
-                f"batch_s * rate_hz must be a whole number of samples from 1 to {MAX_ACCEL_SAMPLES}, not {per_batch}"
-            )
         self.device_id = device_id
         self.recording = recording
         self.start = start
         self.batch_s = batch_s
-        self.per_batch = round(per_batch)
+        self.per_batch = samples_per_batch(batch_s, recording.rate_hz)
         self.batches = math.ceil(len(recording.samples) / self.per_batch)
 
     @property

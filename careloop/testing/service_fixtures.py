@@ -16,11 +16,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
 from careloop.settings import InfluxSettings
+from careloop.testing.falls_data import FallsDataMissing, falls_dataset
 from careloop.testing.influxd import Influxd
 from careloop.testing.mosquitto import Mosquitto
 from careloop.testing.service_process import ServiceNotInstalled, ServiceProcess
@@ -86,6 +88,14 @@ def influx_db(influxd: Influxd) -> Iterator[InfluxTestDatabase]:
     finally:
         if influxd.running:
             influxd.drop_database(name)
+
+
+def require_falls_dataset(name: str) -> Path:
+    """The folder of a shared fall dataset ("weda-fall", "sisfall"); fails the test (never skips) when missing."""
+    try:
+        return falls_dataset(name)
+    except FallsDataMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture

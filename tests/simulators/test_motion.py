@@ -21,7 +21,6 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -31,8 +30,7 @@ import pytest
 
 from careloop.codec import decode, encode
 from careloop.messages import ACCEL_LIMIT_G, AccelBatch
-from careloop.testing.falls_data import FallsDataMissing
-from careloop.testing.falls_data import falls_dataset as shared_falls_dataset
+from careloop.testing.service_fixtures import require_falls_dataset
 from careloop.topics import TopicKind
 from simulators.motion import (
     FALL_PHASES,
@@ -50,14 +48,6 @@ from simulators.timeline import Activity, FallKind, Posture, Segment, Timeline
 Array = npt.NDArray[np.float64]
 T0 = 1_790_000_000.0
 RATE = 50
-
-
-def falls_dataset(name: str) -> Path:
-    """The folder of a real dataset; fails (never skips) the test when the data is not there."""
-    try:
-        return shared_falls_dataset(name)
-    except FallsDataMissing as exc:
-        pytest.fail(f"the realism tests need the shared WEDA-FALL and SisFall data: {exc}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -155,7 +145,7 @@ def resemblance(statistic: str, real: Spread, sim: Spread) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 def real_statistics(dataset: str, codes: tuple[str, ...], at_most: int) -> list[dict[str, float]]:
     """Statistics of the dataset's trials of these activity codes; an evenly spread subset of at most `at_most`."""
-    trials = [t for t in read_trials(falls_dataset(dataset) / "trials.csv") if t.activity in codes]
+    trials = [t for t in read_trials(require_falls_dataset(dataset) / "trials.csv") if t.activity in codes]
     assert trials, f"no {codes} trials in {dataset}"
     step = max(1, math.ceil(len(trials) / at_most))
     return [statistics(read_samples(t.file)) for t in trials[::step]]

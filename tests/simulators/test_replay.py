@@ -10,8 +10,7 @@ import pytest
 
 from careloop.codec import decode, encode
 from careloop.messages import AccelBatch
-from careloop.testing.falls_data import FallsDataMissing
-from careloop.testing.falls_data import falls_dataset as shared_falls_dataset
+from careloop.testing.service_fixtures import require_falls_dataset
 from careloop.topics import TopicKind
 from simulators.emission import Emission
 from simulators.replay import (
@@ -27,14 +26,6 @@ from simulators.replay import (
 T0 = 1_790_000_000.0
 
 
-def falls_dataset(name: str) -> Path:
-    """The folder of a real dataset; fails (never skips) the test when the data is not there."""
-    try:
-        return shared_falls_dataset(name)
-    except FallsDataMissing as exc:
-        pytest.fail(f"the replay tests need the shared WEDA-FALL and SisFall data: {exc}")
-
-
 def _batches(device: ReplayAccel, windows: list[float]) -> list[Emission]:
     out: list[Emission] = []
     for t0, t1 in itertools.pairwise(windows):
@@ -43,7 +34,7 @@ def _batches(device: ReplayAccel, windows: list[float]) -> list[Emission]:
 
 
 def test_a_weda_fall_by_its_file_comes_with_its_metadata() -> None:
-    folder = falls_dataset("weda-fall")
+    folder = require_falls_dataset("weda-fall")
     trial = next(t for t in read_trials(folder / "trials.csv") if t.is_fall and t.fall_start_s is not None)
     recording = open_recording(trial.file)
     assert recording.info == trial
@@ -58,7 +49,7 @@ def test_a_weda_fall_by_its_file_comes_with_its_metadata() -> None:
 
 
 def test_a_sisfall_trial_by_its_id() -> None:
-    folder = falls_dataset("sisfall")
+    folder = require_falls_dataset("sisfall")
     recording = open_recording(folder, "sisfall_SA01_D11_R01")
     assert recording.info is not None
     assert recording.info.label == "adl"
@@ -74,7 +65,7 @@ def test_a_sisfall_trial_by_its_id() -> None:
 
 
 def test_a_replay_streams_every_sample_once_in_one_second_batches() -> None:
-    recording = open_recording(falls_dataset("weda-fall") / "trials" / "weda_U01_F01_R01.csv")
+    recording = open_recording(require_falls_dataset("weda-fall") / "trials" / "weda_U01_F01_R01.csv")
     device = ReplayAccel("bracelet-7", recording, start=T0)
     n = len(recording.samples)
     whole = _batches(device, [T0 - 10.0, T0 + 1000.0])
@@ -100,7 +91,7 @@ def test_a_replay_streams_every_sample_once_in_one_second_batches() -> None:
 
 
 def test_replay_source_plugs_into_a_scenario_start() -> None:
-    recording = open_recording(falls_dataset("sisfall"), "sisfall_SA01_F01_R01")
+    recording = open_recording(require_falls_dataset("sisfall"), "sisfall_SA01_F01_R01")
     source = replay_source(recording, offset_s=30.0)("bracelet-1", T0)
     emissions = list(source(T0, T0 + 60.0))
     assert emissions[0].ts == pytest.approx(T0 + 31.0)

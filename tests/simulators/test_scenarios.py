@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from careloop.codec import decode, encode
 from careloop.contract import SPECS
 from careloop.messages import AccelBatch, Availability
-from careloop.testing.falls_data import FallsDataMissing, falls_dataset
 from careloop.testing.mosquitto import Mosquitto
+from careloop.testing.service_fixtures import require_falls_dataset
 from careloop.topics import TopicKind
 from simulators.cli import simulate
 from simulators.emission import Control, Emission
@@ -168,10 +168,7 @@ def test_simulate_scenario_delivers_everything_through_a_real_broker(mosquitto: 
 
 
 def test_replay_streams_a_real_recording_as_the_bracelet_s_accelerometer(tmp_path: Path) -> None:
-    try:
-        trial = falls_dataset("weda-fall") / "trials" / "weda_U01_F01_R01.csv"
-    except FallsDataMissing as exc:
-        pytest.fail(str(exc))
+    trial = require_falls_dataset("weda-fall") / "trials" / "weda_U01_F01_R01.csv"
     result = CliRunner().invoke(
         simulate,
         [
