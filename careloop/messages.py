@@ -542,6 +542,10 @@ class DeviceHealthBatch(UplinkMessage):
     }
 
 
+CounterName = Annotated[str, Strict(), StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,47}$")]
+Count = Annotated[int, Strict(), Field(ge=0)]
+
+
 class EdgeHeartbeat(Message):
     """The edge agent is alive; with the state of its store-and-forward outbox."""
 
@@ -550,6 +554,17 @@ class EdgeHeartbeat(Message):
     devices: Annotated[int, Strict(), Field(ge=0)]
     outbox_depth: Annotated[int, Strict(), Field(ge=0)]
     outbox_oldest_ts: PastTime | None = None
+    outbox_bytes: Annotated[int, Strict(), Field(ge=0)] | None = Field(
+        None, description="bytes the home's messages waiting in the outbox take"
+    )
+    outbox_evicted: Annotated[dict[CounterName, Count], Field(max_length=8)] = Field(
+        default_factory=dict,
+        description="messages of this home the outbox's size bound removed since it was created, per stream "
+        "(data lost by policy: never an alarm)",
+    )
+    rejected: Annotated[dict[CounterName, Count], Field(max_length=32)] = Field(
+        default_factory=dict, description="device messages of this home rejected since the agent started, per reason"
+    )
     software: Annotated[str, Strict(), StringConstraints(max_length=64)]
 
     EXAMPLE: ClassVar[dict[str, Any]] = {
@@ -557,6 +572,9 @@ class EdgeHeartbeat(Message):
         "uptime_s": 86_400,
         "devices": 5,
         "outbox_depth": 0,
+        "outbox_bytes": 0,
+        "outbox_evicted": {"vitals": 0},
+        "rejected": {"out_of_range": 2},
         "software": "careloop-edge 0.1.0",
     }
 
