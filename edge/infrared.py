@@ -134,7 +134,7 @@ class ActivityTracker:
             return []
         self.present = True
         self._restart(ts)
-        return [self._presence(now, True)]
+        return [self._presence(now, True, ts)]
 
     def movement(self, ts: float) -> None:
         """Somebody moved at `ts` (any source): the quiet stretch starts over."""
@@ -157,7 +157,7 @@ class ActivityTracker:
             since = self.last_evidence_ts if self.last_evidence_ts > -math.inf else self._first_tick
             if now - since >= self.empty_after_s:
                 self.present = False
-                out.append(self._presence(now, False))
+                out.append(self._presence(now, False, since))
         if not self.present or self.wearer_outside:
             self._restart(now)  # nobody at home to be inactive: the clock starts when they are back
             return out
@@ -174,9 +174,11 @@ class ActivityTracker:
         self._spent = 0.0
         self._raised = False
 
-    def _presence(self, now: float, present: bool) -> m.PresenceEvent:
+    def _presence(self, now: float, present: bool, evidence_ts: float) -> m.PresenceEvent:
+        # Named by the evidence (the sign that brought somebody back, the last sign before the home emptied),
+        # not by the tick that noticed: a replay after a restart names it the same.
         return m.PresenceEvent(
-            event_id=event_id("presence", self.config.home_id, now),
+            event_id=event_id("present" if present else "absent", self.config.home_id, evidence_ts),
             ts=now,
             resident_id=self.resident_id,
             room=self.last_room,
@@ -413,7 +415,8 @@ class ThermalScene:
             if n_hot == 0:
                 background += fast * excess
             else:
-                level = float(excess[~hot].mean()) if n_hot < excess.size else 0.0
+                n_cold = excess.size - n_hot
+                level = (float(excess.sum()) - float(excess[hot].sum())) / n_cold if n_cold else 0.0
                 background += np.where(hot, slow * excess + fast * level, fast * excess)
         if n_hot == 0:
             return _EMPTY
