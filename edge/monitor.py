@@ -558,9 +558,11 @@ class HomeMonitor:
         samples = np.asarray(message.samples_g, dtype=np.float64)
         rate = message.rate_hz
         end = message.t0 + len(samples) / rate
+        # std of |a| from two sums (np.std and np.mean cost more than the rest of this method)
+        n = len(samples)
         squares = np.einsum("ij,ij->i", samples, samples)
-        mean = float(np.sqrt(squares).mean())  # np.std costs more than the rest of this method
-        if float(squares.mean()) - mean * mean >= MOVING_STD_G * MOVING_STD_G:
+        mean = float(np.sqrt(squares).sum()) / n
+        if float(squares.sum()) / n - mean * mean >= MOVING_STD_G * MOVING_STD_G:
             wearable.moving_batches += 1
             if wearable.moving_batches >= MOVING_BATCHES:
                 self.activity.movement(end)
