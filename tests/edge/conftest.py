@@ -47,7 +47,7 @@ def home_config_for(scenario: ScenarioFile, devices: Sequence[DeviceSimulator], 
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def scenario_home() -> Callable[..., HomeConfig]:
     """`home_config_for` as a fixture (test modules do not import conftest)."""
     return home_config_for
