@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from itertools import pairwise
+from itertools import chain, pairwise
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -335,6 +335,8 @@ WARM_C = 1.5
 HOT_C = 1.0
 #: The background follows the empty room (drift, sunlight) with this time constant, seconds ...
 BACKGROUND_TAU_S = 300.0
+#: ... learning from the frames of every this many seconds at once.
+LEARN_EVERY_S = 10.0
 #: ... and absorbs a warm area that does not move (a radiator switched on, a sleeper's duvet) over hours: a person
 #: lying still on the floor fades only long after the fall was raised (by about 8 % in 30 minutes). Where the
 #: person lay reads a little cold once they get up, and is relearned within minutes.
@@ -388,56 +390,63 @@ class ThermalScene:
     """One thermopile's learned empty-room background, and the warm area of each frame against it.
 
     The first frame seeds the background with its median (most of the 64 pixels see the floor even when somebody
-    is in view, and a person present at start then stands out instead of being learned). Then each frame moves
-    the background towards what it sees: quickly (`BACKGROUND_TAU_S`) where nothing warm is, very slowly
-    (`ABSORB_TAU_S`) where something is, plus the frame's overall offset there (the room warming up), so a
-    person staying put is not learned into the floor within the hours that matter.
+    is in view, and a person present at start then stands out instead of being learned). Then, every
+    `LEARN_EVERY_S` of frames, the background moves towards what it sees: quickly (`BACKGROUND_TAU_S`) where
+    nothing warm is, very slowly (`ABSORB_TAU_S`) where something is, plus the frame's overall offset there (the
+    room warming up), so a person staying put is not learned into the floor within the hours that matter.
+    Learning every few frames instead of every frame changes nothing at these time constants and halves the cost
+    (a frame costs a few microseconds: thousands of homes, a frame every 2 s per room).
     """
 
-    __slots__ = ("_background", "_last_ts")
+    __slots__ = ("_background", "_last_ts", "_unlearned_s")
 
     def __init__(self) -> None:
         self._background: npt.NDArray[np.float64] | None = None
         self._last_ts: float | None = None
+        self._unlearned_s = 0.0  # frame time not yet learned from
 
     def update(self, pixels: npt.NDArray[np.float64], ts: float) -> BlobFeatures:
         """Features of the 64-pixel frame (flat, degrees C) taken at `ts`; learns the background from it."""
         background = self._background
         if background is None:
             background = self._background = np.full(FRAME_PX * FRAME_PX, float(np.median(pixels)))
-        dt = 0.0 if self._last_ts is None else min(max(ts - self._last_ts, 0.0), BACKGROUND_TAU_S)
+        if self._last_ts is not None:
+            self._unlearned_s += min(max(ts - self._last_ts, 0.0), BACKGROUND_TAU_S)
         self._last_ts = ts
         excess = pixels - background
-        hot = excess > HOT_C
-        n_hot = int(np.count_nonzero(hot))
-        if dt > 0.0:
-            fast, slow = dt / BACKGROUND_TAU_S, dt / ABSORB_TAU_S
-            if n_hot == 0:
-                background += fast * excess
-            else:
-                n_cold = excess.size - n_hot
-                level = (float(excess.sum()) - float(excess[hot].sum())) / n_cold if n_cold else 0.0
-                background += np.where(hot, slow * excess + fast * level, fast * excess)
-        if n_hot == 0:
+        if self._unlearned_s >= LEARN_EVERY_S:
+            self._learn(background, excess, min(self._unlearned_s, BACKGROUND_TAU_S))
+            self._unlearned_s = 0.0
+        peak = float(excess.max())
+        if peak <= WARM_C:
             return _EMPTY
-        warm = np.where(excess > WARM_C, excess, 0.0)
-        sums = warm @ _MOMENTS
-        mass = float(sums[0])
-        if mass <= 0.0:
-            return BlobFeatures(0, 0.0, float(excess.max()), 0.0)
-        row, col = sums[1] / mass, sums[2] / mass
-        var_r = sums[3] / mass - row * row
-        var_c = sums[4] / mass - col * col
-        cov = sums[5] / mass - row * col
+        warm = excess * (excess > WARM_C)
+        mass, s_row, s_col, s_rr, s_cc, s_rc = (warm @ _MOMENTS).tolist()
+        row, col = s_row / mass, s_col / mass
+        var_r = s_rr / mass - row * row
+        var_c = s_cc / mass - col * col
+        cov = s_rc / mass - row * col
         half_trace = 0.5 * (var_r + var_c)
         spread = math.sqrt(max(half_trace * half_trace - (var_r * var_c - cov * cov), 0.0))
         major, minor = half_trace + spread, max(half_trace - spread, 1e-3)  # a one-pixel-wide line is not infinite
         return BlobFeatures(
             warm_px=int(np.count_nonzero(warm)),
             mass_c=mass,
-            peak_c=float(excess.max()),
+            peak_c=peak,
             elongation=math.sqrt(max(major, 0.0) / minor),
         )
+
+    @staticmethod
+    def _learn(background: npt.NDArray[np.float64], excess: npt.NDArray[np.float64], dt: float) -> None:
+        fast, slow = dt / BACKGROUND_TAU_S, dt / ABSORB_TAU_S
+        hot = excess > HOT_C
+        n_hot = int(np.count_nonzero(hot))
+        if n_hot == 0:
+            background += fast * excess
+            return
+        n_cold = excess.size - n_hot
+        level = (float(excess.sum()) - float(excess[hot].sum())) / n_cold if n_cold else 0.0
+        background += np.where(hot, slow * excess + fast * level, fast * excess)
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,7 +501,10 @@ class ThermalFallDetector:
 
     def update(self, pixels: Sequence[Sequence[float]] | npt.NDArray[np.float64], ts: float) -> ThermalFall | None:
         """Feed one frame (8x8, degrees C) taken at `ts`; a `ThermalFall` when one is confirmed by it."""
-        frame = np.asarray(pixels, dtype=np.float64).reshape(-1)
+        if isinstance(pixels, np.ndarray):
+            frame = np.asarray(pixels, dtype=np.float64).reshape(-1)
+        else:  # the wire's tuple of rows: fromiter is the cheapest way in
+            frame = np.fromiter(chain.from_iterable(pixels), np.float64, FRAME_PX * FRAME_PX)
         features = self.scene.update(frame, ts)
         self.last, self.last_ts = features, ts
         if features.on_floor:
