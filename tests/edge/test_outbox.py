@@ -134,6 +134,14 @@ def test_ack_removes_only_what_was_acknowledged(outbox: Outbox) -> None:
     assert outbox.size_bytes() == sum(len(p.payload) + ROW_OVERHEAD_BYTES for p in outbox.pending())
 
 
+def test_ids_only_rise_even_when_everything_was_acknowledged(outbox: Outbox) -> None:
+    outbox.enqueue(HOME, Stream.VITALS, [body(vitals(T0))], now=T0)
+    (first,) = outbox.pending()
+    outbox.ack([first.id])
+    outbox.enqueue(HOME, Stream.VITALS, [body(vitals(T0 + 60))], now=T0 + 1)
+    assert outbox.pending(after_id=first.id)[0].id > first.id  # the uplink's cursor never misses a message
+
+
 def test_ids_and_bytes_are_the_same_after_a_reopen_and_seq_goes_on(tmp_path: Path) -> None:
     path = tmp_path / "outbox.db"
     with Outbox(path) as box:
