@@ -241,17 +241,17 @@ def is_alarm(event: m.Frozen) -> bool:
 
 
 def staged_items(home_id: str, outputs: Outputs) -> list[StagedItem]:
-    """What one result of the detectors stages: events keyed by event id, reports keyed by their content."""
+    """What one result of the detectors stages. Keys say which items a replay must not send again: an event by
+    its id, a vitals summary by its device and interval end (one summary per interval upstream, even if a replay
+    composes it differently), a health report by its content."""
     items = []
     for event in outputs.events:
         items.append(StagedItem(home_id, Stream.EVENTS, "e:" + event.event_id, item_json(event), is_alarm(event)))
-    for stream, prefix, reports in (
-        (Stream.VITALS, "v:", outputs.vitals),
-        (Stream.HEALTH, "h:", outputs.health),
-    ):
-        for report in reports:
-            body = item_json(report)
-            items.append(StagedItem(home_id, stream, prefix + hashlib.blake2b(body, digest_size=12).hexdigest(), body))
+    for summary in outputs.vitals:
+        items.append(StagedItem(home_id, Stream.VITALS, f"v:{summary.device_id}:{summary.ts!r}", item_json(summary)))
+    for report in outputs.health:
+        body = item_json(report)
+        items.append(StagedItem(home_id, Stream.HEALTH, "h:" + hashlib.blake2b(body, digest_size=12).hexdigest(), body))
     return items
 
 

@@ -25,7 +25,9 @@ Multi-home: the same code with more HomeConfigs; `all_homes` subscribes with one
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import random
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -60,7 +62,7 @@ from edge.uplink import (
     heartbeat_for,
     mqtt_client,
     payload_bytes,
-    subscribe_options,
+    subscribe_all,
 )
 
 log = logging.getLogger(__name__)
@@ -107,6 +109,7 @@ class EdgeOptions:
     tick_interval_s: float = 1.0
     flush_interval_s: float = 1.0
     prune_interval_s: float = 60.0
+    status_log_interval_s: float = 300.0
     session_expiry_s: int = 7 * 86_400  # what devices publish while the agent is away waits this long
     replay: bool = True
     uplink: UplinkOptions = field(default_factory=UplinkOptions)
@@ -227,6 +230,7 @@ class EdgeService:
                 tasks.create_task(self._housekeeping(), name="batch-flush")
                 self._ready.set()
         finally:
+            log.info("edge stats: %s", json.dumps(self.summary(), sort_keys=True))
             await asyncio.shield(asyncio.to_thread(self.store.close))
 
     async def wait_ready(self) -> None:
@@ -243,11 +247,18 @@ class EdgeService:
             return
         entries: list[JournalEntry] = await store.call(Outbox.replay_entries, store.outbox)
         produced: dict[str, list[StagedItem]] = {}
+        last_tick: dict[str, float] = {}
         for entry in entries:
             monitor = self.monitors.get(entry.home_id)
             if monitor is None:
                 continue  # a home no longer configured
             try:
+                # The ticks between the messages, as they ran then (about once a second of receive time): the
+                # detectors' timers (an interval closing, a fusion hold expiring) act as they did before.
+                if entry.received_ts - last_tick.get(entry.home_id, -math.inf) >= self.options.tick_interval_s:
+                    last_tick[entry.home_id] = entry.received_ts
+                    ticked = monitor.tick(entry.received_ts)
+                    produced.setdefault(entry.home_id, []).extend(staged_items(entry.home_id, ticked))
                 parsed, message = decode_message(self.home_tree, entry.topic, entry.payload, now=entry.received_ts)
                 outputs = monitor.on_message(parsed, message, entry.received_ts)
             except Exception:  # a journaled message was valid once; a failure here must not stop the agent
@@ -305,8 +316,7 @@ class EdgeService:
                     self.stats.home_connected = True
                     backoff.reset()
                     log.info("connected to the home broker %s as %s", self.home_settings.url, self.client_id)
-                    for topic_filter in self._filters():
-                        await client.subscribe(topic_filter, options=subscribe_options())
+                    await subscribe_all(client, self._filters())
                     self._home_ready.set()
                     async for message in client.messages:
                         await self._queue.put(_Delivery(client, generation, message))
@@ -349,7 +359,7 @@ class EdgeService:
 
     async def _housekeeping(self) -> None:
         store = self.store
-        last_prune = self.clock.now()
+        last_prune = last_status = self.clock.now()
         while True:
             await asyncio.sleep(self.options.flush_interval_s)
             now = self.clock.now()
@@ -359,6 +369,9 @@ class EdgeService:
             if now - last_prune >= self.options.prune_interval_s:
                 await store.call(Outbox.prune, store.outbox, now)
                 last_prune = now
+            if now - last_status >= self.options.status_log_interval_s:
+                log.info("edge stats: %s", json.dumps(self.summary(), sort_keys=True))
+                last_status = now
 
     async def _process(self) -> None:
         """Take groups of work from the queue; each group is one transaction, then its acknowledgements."""
@@ -468,6 +481,34 @@ class EdgeService:
             log.warning("dead letter for %s not published (%s); the message will come again", letter.topic, exc)
 
     # -- status -------------------------------------------------------------------------------------------------
+    def summary(self) -> dict[str, object]:
+        """The counters an operator wants in one line: traffic, rejections, duplicates, replay, the detectors'
+        own drops (each monitor's `stats`, when it has them), and the uplink's."""
+        s, u = self.stats, self.uplink.stats
+        dropped: Counter[str] = Counter()
+        for monitor in self.monitors.values():
+            dropped.update(getattr(monitor, "stats", None) or {})
+        return {
+            "received": s.received,
+            "accepted": s.accepted,
+            "duplicates": s.duplicates,
+            "rejected": dict(s.rejected),
+            "dead_letters": s.dead_letters,
+            "staged_items": s.staged_items,
+            "replayed": s.replayed,
+            "replay_new_items": s.replay_new_items,
+            "monitors": dict(dropped),
+            "uplink": {
+                "connected": u.connected,
+                "connects": u.connects,
+                "published": u.published,
+                "acked": u.acked,
+                "resent": u.resent,
+                "commands_relayed": u.commands_relayed,
+                "commands_rejected": dict(u.commands_rejected),
+            },
+        }
+
     def _heartbeat(self, home_id: str, backlog: HomeBacklog | None, now: float) -> m.EdgeHeartbeat:
         config = self.homes[home_id]
         return heartbeat_for(

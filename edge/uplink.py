@@ -100,6 +100,25 @@ def subscribe_options(qos: int = 1) -> SubscribeOptions:
     return SubscribeOptions(qos=qos, noLocal=True)
 
 
+class SubscriptionRefused(aiomqtt.MqttError):
+    """The broker refused a subscription (a SUBACK reason code of 0x80 or more), e.g. by ACL."""
+
+
+def _is_refusal(code: object) -> bool:
+    value = getattr(code, "value", code)  # paho's ReasonCode (MQTT 5) or a granted QoS (3.1.1)
+    return isinstance(value, int) and value >= 0x80
+
+
+async def subscribe_all(client: aiomqtt.Client, filters: Sequence[str], *, timeout_s: float = 15.0) -> None:
+    """Subscribe to every filter at QoS 1 without our own publishes, 100 per SUBSCRIBE; raise if any is refused."""
+    for start in range(0, len(filters), 100):
+        chunk = list(filters[start : start + 100])
+        codes = await client.subscribe([(f, subscribe_options()) for f in chunk], timeout=timeout_s)
+        refused = [(f, c) for f, c in zip(chunk, codes, strict=False) if _is_refusal(c)]
+        if refused:
+            raise SubscriptionRefused(f"subscription refused: {refused[:3]}")
+
+
 def payload_bytes(message: aiomqtt.Message) -> bytes:
     """The payload as bytes (aiomqtt types it loosely)."""
     payload = message.payload
@@ -343,9 +362,8 @@ class Uplink:
             await asyncio.sleep(self.options.heartbeat_interval_s)
 
     async def _commands(self, client: aiomqtt.Client) -> None:
-        for home_id in self.homes:
-            topic_filter = self.tree.filter(TopicKind.DEVICE_COMMAND, home_id=home_id)
-            await client.subscribe(topic_filter, options=subscribe_options(), timeout=self.options.publish_timeout_s)
+        filters = [self.tree.filter(TopicKind.DEVICE_COMMAND, home_id=h) for h in self.homes]
+        await subscribe_all(client, filters, timeout_s=self.options.publish_timeout_s)
         async for message in client.messages:
             topic, payload = str(message.topic), payload_bytes(message)
             try:
