@@ -12,6 +12,13 @@
 - It subscribes (persistent session) to the DEVICE_COMMAND topics of its homes and relays each command, once
   validated, to the home broker; the central broker's PUBACK is sent only after the home broker's.
 
+Many homes in one process share one connection, and MQTT gives a connection one last will: it is set on the
+first home's availability. For the other homes a crash shows as their heartbeats stopping; a clean stop
+publishes `offline` for every home. On a gateway (one home) the will is exact.
+
+Both brokers are spoken to in MQTT 5 (receive maximum as flow control, session expiry, no-local subscriptions),
+so the demo's embedded amqtt broker (MQTT 3.1.1 only) cannot serve the edge; Mosquitto can.
+
 MQTT client helpers for both brokers live here too (`mqtt_client`, `ack`): the edge's two connections are made the
 same way.
 """
