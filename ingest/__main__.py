@@ -1,0 +1,5 @@
+"""`python -m ingest ...` is `careloop ingest ...`."""
+
+from ingest.cli import ingest
+
+ingest(prog_name="python -m ingest")
