@@ -16,7 +16,8 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-_CONNECT_FIXED = b"\x00\x04MQTT\x05\x02\x00\x3c\x00"  # MQTT 5, clean start, keepalive 60 s, no properties
+_PROTOCOL = b"\x00\x04MQTT\x05"  # MQTT 5
+_KEEPALIVE_NO_PROPERTIES = b"\x00\x3c\x00"  # keepalive 60 s, no properties
 _DISCONNECT = b"\xe0\x00"
 
 
@@ -44,8 +45,16 @@ def _string(text: str) -> bytes:
 
 
 class _Connection(asyncio.BufferedProtocol):
-    def __init__(self, source: Iterator[tuple[str, bytes]], topics: dict[str, bytes], window: int, name: str) -> None:
+    def __init__(
+        self,
+        source: Iterator[tuple[str, bytes]],
+        topics: dict[str, bytes],
+        window: int,
+        name: str,
+        credentials: tuple[str | None, str | None] = (None, None),
+    ) -> None:
         loop = asyncio.get_running_loop()
+        self.credentials = credentials
         self.source = source
         self.topics = topics
         self.window = window
@@ -63,7 +72,13 @@ class _Connection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        body = _CONNECT_FIXED + _string(self.name)
+        username, password = self.credentials
+        flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+        body = _PROTOCOL + bytes((flags,)) + _KEEPALIVE_NO_PROPERTIES + _string(self.name)
+        if username is not None:
+            body += _string(username)
+        if password is not None:
+            body += _string(password)
         transport.write(b"\x10" + _varint(len(body)) + body)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -181,8 +196,14 @@ async def publish_all(
     connections: int = 4,
     window: int = 100,
     client_id_prefix: str = "careloop-publisher",
+    username: str | None = None,
+    password: str | None = None,
 ) -> PublishResult:
-    """Publish every `(topic, payload)` at QoS 1 over `connections` connections; return once all are acknowledged."""
+    """Publish every `(topic, payload)` at QoS 1 over `connections` connections; return once all are acknowledged.
+
+    A PUBACK with a failure reason (e.g. not authorized by the ACL) still counts as acknowledged: the broker has
+    answered; what it did with the message is its business.
+    """
     if connections < 1 or window < 1:
         raise ValueError("connections and window must be at least 1")
     loop = asyncio.get_running_loop()
@@ -192,7 +213,7 @@ async def publish_all(
     tag = next(_counter)
     try:
         for n in range(connections):
-            conn = _Connection(source, topics, window, f"{client_id_prefix}-{tag}-{n}")
+            conn = _Connection(source, topics, window, f"{client_id_prefix}-{tag}-{n}", (username, password))
             await loop.create_connection(lambda c=conn: c, host, port)  # type: ignore[misc]
             await conn.connack
             conns.append(conn)
