@@ -22,6 +22,13 @@ import click
 HEALTH_EXIT = {"ok": 0, "degraded": 1, "down": 2}
 
 
+def _default(field: str) -> Any:
+    """The default of an IngestConfig field, so the options and the model never disagree."""
+    from ingest.models import IngestConfig
+
+    return IngestConfig.model_fields[field].default
+
+
 @click.command()
 @click.option(
     "--config",
@@ -45,26 +52,38 @@ HEALTH_EXIT = {"ok": 0, "degraded": 1, "down": 2}
     help="MQTT client ids are <prefix>-<instance>; keep them stable so the broker keeps the sessions",
 )
 @click.option("--group", default="ingest", show_default=True, help="shared subscription group")
-@click.option("--batch-points", type=int, default=5000, show_default=True, help="write a batch at this many points")
+@click.option(
+    "--batch-points",
+    type=int,
+    default=_default("batch_points"),
+    show_default=True,
+    help="write a batch at this many points",
+)
 @click.option(
     "--batch-delay",
     type=float,
-    default=0.2,
+    default=_default("batch_delay_s"),
     show_default=True,
     help="... or when its first message is this many seconds old",
 )
-@click.option("--write-concurrency", type=int, default=2, show_default=True, help="batches written at once")
+@click.option(
+    "--write-concurrency",
+    type=int,
+    default=_default("write_concurrency"),
+    show_default=True,
+    help="batches written at once",
+)
 @click.option(
     "--max-pending-points",
     type=int,
-    default=100_000,
+    default=_default("max_pending_points"),
     show_default=True,
     help="points in memory before reading from the broker pauses",
 )
 @click.option(
     "--receive-maximum",
     type=int,
-    default=20_000,
+    default=_default("receive_maximum"),
     show_default=True,
     help="unacknowledged messages the broker may send at once",
 )
@@ -78,7 +97,7 @@ HEALTH_EXIT = {"ok": 0, "degraded": 1, "down": 2}
 @click.option(
     "--direct-retries",
     type=int,
-    default=2,
+    default=_default("direct_retries"),
     show_default=True,
     help="retries of a write before its batch goes to the spool",
 )
