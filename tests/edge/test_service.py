@@ -344,6 +344,36 @@ async def test_a_restart_rebuilds_the_detectors_from_the_journal_and_a_redeliver
         assert summary.n_readings == 5  # what the journal's replay saves from being lost
 
 
+async def test_messages_processed_but_not_acknowledged_come_again_and_are_not_processed_twice(
+    mosquitto: Mosquitto, topic_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent commits five SOS presses and dies before their PUBACKs leave (no acks at all, here); the home
+    broker delivers them again to the next agent, which recognises them and only acknowledges them."""
+    home, up = TopicTree(topic_root), TopicTree(topic_root + "u")
+    config = HomeConfig(home_id="H1")
+    central = Recorder(mosquitto, up.edge_uplink_filter(), f"central-{topic_root}")
+    now = time.time()
+    async with running(central.run(), "central"):
+        await until(lambda: central.connections == 1)
+        first = service_for([config], mosquitto, topic_root, tmp_path)
+        with monkeypatch.context() as patch:
+            patch.setattr("edge.service.ack", lambda client, message: None)
+            async with running(first.run(), "edge-1"), device(mosquitto, f"dev-{topic_root}") as dev:
+                await asyncio.wait_for(first.wait_ready(), WAIT_S)
+                for i in range(5):
+                    press = encode(m.SosPress(ts=now + i))
+                    await dev.publish(home.device(TopicKind.DEVICE_SOS, "H1", "BR-1"), press, qos=1)
+                await until(lambda: len(central.events(up, "H1")) == 5, what="five SOS events upstream")
+        second = service_for([config], mosquitto, topic_root, tmp_path)
+        async with running(second.run(), "edge-2"):
+            await asyncio.wait_for(second.wait_ready(), WAIT_S)
+            await until(lambda: second.stats.received == 5, what="the five presses delivered again")
+            await asyncio.sleep(0.5)  # anything a second processing would have sent
+    assert second.stats.duplicates == 5
+    assert second.stats.accepted == 0
+    assert [e.pressed_ts for e in central.events(up, "H1")] == [now + i for i in range(5)]
+
+
 @pytest.mark.parametrize("replay", [True, False])
 async def test_an_agent_restarted_a_second_after_an_impact_still_reports_the_fall(
     mosquitto: Mosquitto,
