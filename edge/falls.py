@@ -1,0 +1,621 @@
+"""Fall detection from a wearable accelerometer (bracelet at the wrist, belt clip or pendant at the waist).
+
+One `FallDetector` per device, fed consecutive chunks of samples (the agent gets one AccelBatch a second). Memory
+is bounded (a buffer of about 30 s of signal) and the work per chunk is a handful of vectorised numpy calls; the
+costlier stage runs only for candidate impacts:
+
+1. trigger: every sample's magnitude |a| goes into the buffer; a sample of at least `trigger_g` that is the
+   largest within +-`peak_window_s` is a candidate impact (a fall's impact is the largest peak around it);
+2. wait `post_s` after the candidate (3 s at the wrist, 2.5 s at the waist), so that what follows the impact is
+   known: a fallen person lies still, in a new orientation; a jogger jogs on, a clapping hand claps on;
+3. gates: a device still shaken hard 1.5 s after the candidate is moving on, not lying after a fall; a peak no
+   larger than those of the seconds before is a step or a clap among others; both are rejected without computing
+   anything else (this keeps walking, jogging and clapping cheap); the limits are learned from the training falls;
+4. features, all independent of how the device is worn (magnitude, free-fall dip, impact peak and jerk, activity
+   before and after, stillness, change of the gravity vector's direction), then a logistic regression per
+   placement (`falls_model.json`, made by `edge/train_falls.py` from the shared WEDA-FALL and SisFall recordings);
+5. a candidate whose score reaches the model's threshold is a `FallDetection`: impact time, confidence, the named
+   features, and the signal from 10 s before the impact to the last sample seen. After a detection the detector
+   keeps quiet for `refractory_s`, so one fall (its bounces, the struggle on the floor) gives one detection.
+
+Latency: a fall is reported with the chunk that completes its post-impact window, 3-4 s (wrist) or 2.5-3.5 s
+(waist) after the impact with 1-s chunks, well inside the alarm's 30-s cancel window.
+
+    detector = FallDetector("wrist")
+    for batch in batches:
+        for fall in detector.update(np.asarray(batch.samples_g), batch.t0): ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from careloop import messages as m
+from edge.models import FallDetection, Placement
+
+Array = npt.NDArray[np.float64]
+
+#: The committed parameters of both placements' models (see `edge/train_falls.py`).
+MODEL_PATH = Path(__file__).with_name("falls_model.json")
+#: Chunks whose t0 is this far from where the previous chunk ended start a new stream (a gap or a device reset).
+MAX_JITTER_S = 0.1
+_DEG = 180.0 / math.pi
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSettings:
+    """The hand-set signal processing of one placement (seconds and g); the model is trained on its output."""
+
+    post_s: float  # observation after a candidate impact before deciding
+    trigger_g: float = 1.6  # below every fall peak in the recordings (lowest: 1.78 g)
+    peak_window_s: float = 1.0  # a candidate is the largest |a| within +- this
+    context_s: float = 4.0  # signal before the impact the features look at
+    clip_before_s: float = 10.0  # clip from this long before the impact
+    refractory_s: float = 30.0  # no second detection this soon after an impact
+
+    def to_json(self) -> dict[str, float]:
+        """The settings as a JSON object."""
+        return dataclasses.asdict(self)
+
+
+DEFAULT_SETTINGS: Mapping[Placement, DetectorSettings] = {
+    "wrist": DetectorSettings(post_s=3.0),
+    "waist": DetectorSettings(post_s=2.5),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# features
+# ---------------------------------------------------------------------------------------------------------------
+#: Features reported with a detection (their raw values, in the units their names say).
+CORE_FEATURES = (
+    "peak_g",  # |a| at the impact
+    "pre_min_g",  # lowest |a| in the second before: the free-fall dip
+    "free_fall_area_gs",  # integral of (1 - |a|)+ over 1.5 s before: speed lost to free fall, g s
+    "pre_velocity_gs",  # integral of (|a| - 1) over 1 s before
+    "free_fall_s",  # time below 0.6 g in the 1.5 s before
+    "impact_jerk_g",  # largest sample-to-sample change of |a| within +-0.2 s
+    "impact_vector_jerk_g",  # ... of the acceleration vector
+    "impact_energy_g2s",  # integral of (|a| - 1)^2 from 0.5 s before to 0.7 s after
+    "impact_width_s",  # time above half the peak within +-0.3 s
+    "peak_over_pre",  # peak / largest |a| from 3 s to 0.3 s before (a peak among equals is a step or a clap)
+    "peak_over_post",  # peak / largest |a| from 0.3 s after to the decision
+    "pre_std_g",  # std of |a| from 3 s to 1 s before
+    "pre_energy_g2s",  # integral of (|a| - 1)^2 from 3 s to 0.7 s before
+    "pre_peaks",  # samples above max(1.5 g, half the peak) from 3 s to 0.3 s before
+    "post_peaks",  # ... from 0.3 s after to the decision
+    "post_std_g",  # std of |a| from 0.5 s after to the decision
+    "post_dev_g",  # mean | |a| - 1 | over the same
+    "late_std_g",  # std of |a| from 1.5 s after to the decision: lying still?
+    "late_axis_std_g",  # norm of the per-axis std over the same (turning counts too)
+    "last_dev_g",  # mean | |a| - 1 | in the last second before the decision
+    "late_max_g",  # largest |a| from 1 s after to the decision
+    "orientation_change_deg",  # gravity direction 2.5-1.2 s before vs 1.5 s after to the decision
+    "orientation_change_near_deg",  # 1.5-0.5 s before vs 0.5 s after to the decision
+    "descent_rotation_deg",  # 1-0.5 s before vs 0.5-0.1 s before
+    "pre_axis_std_g",  # norm of the per-axis std from 3 s to 1 s before
+    "post_mean_g",  # mean |a| from 0.5 s after to the decision
+)
+#: Scale features that enter the model as logarithms.
+_LOG = frozenset(
+    {
+        *("peak_g", "impact_jerk_g", "impact_vector_jerk_g", "impact_energy_g2s", "peak_over_pre", "peak_over_post"),
+        *("pre_std_g", "pre_energy_g2s", "post_std_g", "post_dev_g", "late_std_g", "late_axis_std_g"),
+        *("last_dev_g", "late_max_g", "pre_axis_std_g"),
+    }
+)
+_COUNTS = frozenset({"pre_peaks", "post_peaks"})
+_ACT_FROM_S, _ACT_BIN_S = -2.5, 0.25  # the activity profile: quarter seconds from 2.5 s before the impact
+_TILT_FROM_S, _TILT_BIN_S = -3.0, 0.5  # the tilt profile: half seconds from 3 s before the impact
+
+
+def _bin_name(prefix: str, start_s: float) -> str:
+    sign = "m" if start_s < 0 else "p"
+    return f"{prefix}_{sign}{round(abs(start_s) * 100):03d}"
+
+
+def _bin_starts(first_s: float, width_s: float, until_s: float) -> list[float]:
+    return [first_s + i * width_s for i in range(round((until_s - first_s) / width_s))]
+
+
+def feature_names(settings: DetectorSettings) -> tuple[str, ...]:
+    """Every feature the model sees, in order: the core features, then the activity and tilt profiles.
+
+    `act_m250` is log(mean | |a| - 1 | + 0.01) over the quarter second from -2.50 s, up to the decision;
+    `tilt_m300` the cosine between the mean acceleration vector of the half second from -3.00 s and the one from
+    1.5 s after the impact to the decision (where the gravity vector ended up), up to the decision.
+    """
+    act = tuple(_bin_name("act", s) for s in _bin_starts(_ACT_FROM_S, _ACT_BIN_S, settings.post_s))
+    tilt = tuple(_bin_name("tilt", s) for s in _bin_starts(_TILT_FROM_S, _TILT_BIN_S, settings.post_s))
+    return CORE_FEATURES + act + tilt
+
+
+def _cosine(u: tuple[float, float, float], v: tuple[float, float, float]) -> float:
+    norms = math.sqrt((u[0] * u[0] + u[1] * u[1] + u[2] * u[2]) * (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]))
+    if norms < 1e-12:
+        return 1.0
+    return min(1.0, max(-1.0, (u[0] * v[0] + u[1] * v[1] + u[2] * v[2]) / norms))
+
+
+def _angle_deg(u: tuple[float, float, float], v: tuple[float, float, float]) -> float:
+    return math.acos(_cosine(u, v)) * _DEG
+
+
+class FeatureExtractor:
+    """Computes a candidate's features from the signal around it, with a fixed plan made once per detector.
+
+    The window holds `context` samples before the impact, the impact (index `context`) and the rest of the post
+    window: `x` (context + post, 3) and its magnitude `mag`. Sums, means and variances over the feature windows
+    come from one pass of partial sums over a few per-sample rows, so a candidate costs a few dozen microseconds.
+    """
+
+    def __init__(self, settings: DetectorSettings, rate_hz: float) -> None:
+        self.settings = settings
+        self.rate_hz = rate_hz
+        self.names = feature_names(settings)
+        self.context = round(settings.context_s * rate_hz)
+        self.post = round(settings.post_s * rate_hz)
+        if round(3.0 * rate_hz) > self.context or self.post < round(1.5 * rate_hz) + 2:
+            raise ValueError("context_s must cover 3 s before the impact and post_s at least 1.5 s after")
+        self.size = end = self.context + self.post
+        self.late_start = self.at(1.5)  # the late post-impact window: from 1.5 s after the impact
+        at = self.at
+        self._second = round(rate_hz)
+        # sample ranges read directly
+        self._pre1 = (at(-1.0), self.context)
+        self._around = (at(-0.2), at(0.2) + 1)
+        self._width = (at(-0.3), at(0.3))
+        self.pre_far = (at(-3.0), at(-0.3))  # the window `peak_over_pre` compares the peak with
+        self._post_near = (at(0.3), end)
+        self._late_max = (at(1.0), end)
+        # boundaries of the summed windows; sums between consecutive ones come from one np.add.reduceat
+        act = [at(t) for t in _bin_starts(_ACT_FROM_S, _ACT_BIN_S, settings.post_s)] + [end]
+        tilt = [at(t) for t in _bin_starts(_TILT_FROM_S, _TILT_BIN_S, settings.post_s)] + [end]
+        named = [at(s) for s in (-3.0, -2.5, -1.5, -1.2, -1.0, -0.7, -0.5, -0.1, 0.0, 0.5, 0.7, 1.5)]
+        edges = sorted({*named, *act, *tilt, end, end - self._second})
+        if edges[0] < 0 or edges[-1] > end:
+            raise ValueError("the feature windows do not fit the context and post windows")
+        self._edges = np.array(edges)
+        column = {edge: i for i, edge in enumerate(edges)}
+        (
+            self._c_m30,
+            self._c_m25,
+            self._c_m15,
+            self._c_m12,
+            self._c_m10,
+            self._c_m07,
+            self._c_m05,
+            self._c_m01,
+            self._c_0,
+            self._c_p05,
+            self._c_p07,
+            self._c_p15,
+        ) = (column[edge] for edge in named)
+        self._c_end = column[end]
+        self._c_last = column[end - self._second]
+        self._n_post = end - at(0.5)
+        self._act_columns = np.array([column[edge] for edge in act])
+        self._act_lengths = np.diff(act).astype(np.float64)
+        self._tilt_columns = np.array([column[edge] for edge in tilt])
+        self._rows = np.zeros((13, end))
+        self._sums = np.zeros((13, len(edges)))
+        self._log_mask = np.array([name in _LOG for name in CORE_FEATURES])
+        self._count_mask = np.array([name in _COUNTS for name in CORE_FEATURES])
+
+    def at(self, seconds: float) -> int:
+        """Window index of a time relative to the impact."""
+        return self.context + round(seconds * self.rate_hz)
+
+    def compute(self, x: Array, mag: Array) -> tuple[dict[str, float], Array]:
+        """The named core features (raw values) and the model's input vector (logs of scale features, profiles)."""
+        r, k = self.rate_hz, self.context
+        # rows: |a|, |a|^2, |a|-1, (|a|-1)^2, ||a|-1|, (1-|a|)+, |a|<0.6, x, y, z, x^2, y^2, z^2
+        rows = self._rows
+        rows[0] = mag
+        np.multiply(mag, mag, out=rows[1])
+        np.subtract(mag, 1.0, out=rows[2])
+        np.multiply(rows[2], rows[2], out=rows[3])
+        np.abs(rows[2], out=rows[4])
+        np.maximum(-rows[2], 0.0, out=rows[5])
+        np.less(mag, 0.6, out=rows[6])
+        rows[7:10] = x.T
+        np.multiply(rows[7:10], rows[7:10], out=rows[10:13])
+        sums = self._sums  # column j: the rows summed from the first boundary to boundary j
+        np.cumsum(np.add.reduceat(rows, self._edges[:-1], axis=1), axis=1, out=sums[:, 1:])
+        cols = sums.T.tolist()
+
+        def total(row: int, a: int, b: int) -> float:
+            return float(cols[b][row] - cols[a][row])
+
+        def vec(a: int, b: int) -> tuple[float, float, float]:
+            ca, cb = cols[a], cols[b]
+            return (cb[7] - ca[7], cb[8] - ca[8], cb[9] - ca[9])
+
+        def std(a: int, b: int, n: int) -> float:
+            mean = (cols[b][0] - cols[a][0]) / n
+            return math.sqrt(max((cols[b][1] - cols[a][1]) / n - mean * mean, 0.0))
+
+        def axis_std(a: int, b: int, n: int) -> float:
+            ca, cb = cols[a], cols[b]
+            means = ((cb[7] - ca[7]) / n, (cb[8] - ca[8]) / n, (cb[9] - ca[9]) / n)
+            var = sum((cb[10 + i] - ca[10 + i]) / n - means[i] * means[i] for i in range(3))
+            return math.sqrt(max(var, 0.0))
+
+        c_m30, c_m10, c_p05, c_p15, c_end = self._c_m30, self._c_m10, self._c_p05, self._c_p15, self._c_end
+        n_pre, n_late = 2 * self._second, self.size - self.late_start
+        peak = float(mag[k])
+        high = max(1.5, 0.5 * peak)
+        a, b = self._around
+        jumps = np.diff(mag[a:b])
+        steps = np.diff(x[a:b], axis=0)
+        pre_far = mag[self.pre_far[0] : self.pre_far[1]]
+        post_near = mag[self._post_near[0] : self._post_near[1]]
+        after = vec(c_p15, c_end)
+        core = {
+            "peak_g": peak,
+            "pre_min_g": float(mag[self._pre1[0] : self._pre1[1]].min()),
+            "free_fall_area_gs": total(5, self._c_m15, self._c_0) / r,
+            "pre_velocity_gs": total(2, c_m10, self._c_0) / r,
+            "free_fall_s": total(6, self._c_m15, self._c_0) / r,
+            "impact_jerk_g": float(max(jumps.max(), -jumps.min())),
+            "impact_vector_jerk_g": math.sqrt(float(np.einsum("ij,ij->i", steps, steps).max())),
+            "impact_energy_g2s": total(3, self._c_m05, self._c_p07) / r,
+            "impact_width_s": float(np.count_nonzero(mag[self._width[0] : self._width[1]] > 0.5 + 0.5 * peak)) / r,
+            "peak_over_pre": peak / max(float(pre_far.max()), 1e-3),
+            "peak_over_post": peak / max(float(post_near.max()), 1e-3),
+            "pre_std_g": std(c_m30, c_m10, n_pre),
+            "pre_energy_g2s": total(3, c_m30, self._c_m07) / r,
+            "pre_peaks": float(np.count_nonzero(pre_far > high)),
+            "post_peaks": float(np.count_nonzero(post_near > high)),
+            "post_std_g": std(c_p05, c_end, self._n_post),
+            "post_dev_g": total(4, c_p05, c_end) / self._n_post,
+            "late_std_g": std(c_p15, c_end, n_late),
+            "late_axis_std_g": axis_std(c_p15, c_end, n_late),
+            "last_dev_g": total(4, self._c_last, c_end) / self._second,
+            "late_max_g": float(mag[self._late_max[0] : self._late_max[1]].max()),
+            "orientation_change_deg": _angle_deg(vec(self._c_m25, self._c_m12), after),
+            "orientation_change_near_deg": _angle_deg(vec(self._c_m15, self._c_m05), vec(c_p05, c_end)),
+            "descent_rotation_deg": _angle_deg(vec(c_m10, self._c_m05), vec(self._c_m05, self._c_m01)),
+            "pre_axis_std_g": axis_std(c_m30, c_m10, n_pre),
+            "post_mean_g": total(0, c_p05, c_end) / self._n_post,
+        }
+        raw = np.array(list(core.values()))
+        head = np.where(self._log_mask, np.log(np.maximum(raw, 1e-3)), raw)
+        head[self._count_mask] = np.log1p(raw[self._count_mask])
+        act = np.log(np.diff(sums[4, self._act_columns]) / self._act_lengths + 0.01)
+        bins = np.diff(sums[7:10, self._tilt_columns], axis=1)  # (3, bins): summed vector per bin
+        reference = np.array(after)
+        norms = np.sqrt((bins * bins).sum(axis=0) * float(reference @ reference))
+        tilt = np.clip((reference @ bins) / np.maximum(norms, 1e-12), -1.0, 1.0)
+        return core, np.concatenate([head, act, tilt])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FallModel:
+    """A placement's logistic regression over the features: score = coef . (f - mean) / scale + intercept.
+
+    Two gates, learned from the training falls, reject a candidate before its features are computed: the std of
+    |a| from 1.5 s after the impact above `max_late_std_g` (still moving hard), or a peak below `min_peak_over_pre`
+    times the largest |a| from 3 s to 0.3 s before (one step or clap among equals). A candidate that passes and
+    whose score reaches `threshold` is a fall; confidence = sigmoid(score - threshold), 0.5 at the threshold.
+    `trained_on` identifies the exact recordings it was fitted to (subjects, file hashes).
+    """
+
+    placement: Placement
+    rate_hz: float
+    settings: DetectorSettings
+    feature_names: tuple[str, ...]
+    mean: Array
+    scale: Array
+    coef: Array
+    intercept: float
+    threshold: float
+    max_late_std_g: float
+    min_peak_over_pre: float
+    trained_on: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        n = len(self.feature_names)
+        if self.feature_names != feature_names(self.settings):
+            raise ValueError(f"the {self.placement} model's features are not the ones its settings produce")
+        for name in ("mean", "scale", "coef"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"the {self.placement} model's {name} must have {n} values")
+
+    def score(self, vector: Array) -> float:
+        """The logit of one feature vector."""
+        return float(((vector - self.mean) / self.scale) @ self.coef) + self.intercept
+
+    @classmethod
+    def untrained(cls, placement: Placement, rate_hz: float = 50.0) -> FallModel:
+        """A model that never fires (threshold +inf) and gates nothing: for collecting candidates to train on."""
+        settings = DEFAULT_SETTINGS[placement]
+        names = feature_names(settings)
+        zeros = np.zeros(len(names))
+        return cls(
+            placement, rate_hz, settings, names, zeros, np.ones(len(names)), zeros, 0.0, math.inf, math.inf, 0.0, {}
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The model as a JSON object (numbers rounded to what float32 would keep, plenty for a logit)."""
+
+        def r(values: Array) -> list[float]:
+            return [float(f"{v:.9g}") for v in values]
+
+        return {
+            "placement": self.placement,
+            "rate_hz": self.rate_hz,
+            "settings": self.settings.to_json(),
+            "features": list(self.feature_names),
+            "mean": r(self.mean),
+            "scale": r(self.scale),
+            "coef": r(self.coef),
+            "intercept": float(f"{self.intercept:.9g}"),
+            "threshold": float(f"{self.threshold:.9g}"),
+            "max_late_std_g": float(f"{self.max_late_std_g:.9g}"),
+            "min_peak_over_pre": float(f"{self.min_peak_over_pre:.9g}"),
+            "trained_on": dict(self.trained_on),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FallModel:
+        """A model from its JSON object."""
+        placement = data["placement"]
+        if placement not in ("wrist", "waist"):
+            raise ValueError(f"placement must be wrist or waist, not {placement!r}")
+        return cls(
+            placement=placement,
+            rate_hz=float(data["rate_hz"]),
+            settings=DetectorSettings(**data["settings"]),
+            feature_names=tuple(data["features"]),
+            mean=np.asarray(data["mean"], dtype=np.float64),
+            scale=np.asarray(data["scale"], dtype=np.float64),
+            coef=np.asarray(data["coef"], dtype=np.float64),
+            intercept=float(data["intercept"]),
+            threshold=float(data["threshold"]),
+            max_late_std_g=float(data["max_late_std_g"]),
+            min_peak_over_pre=float(data["min_peak_over_pre"]),
+            trained_on=data.get("trained_on", {}),
+        )
+
+
+def read_models(path: Path = MODEL_PATH) -> dict[Placement, FallModel]:
+    """Both placements' models from a parameters file (`falls_model.json` by default)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    models = {name: FallModel.from_json(model) for name, model in data["models"].items()}
+    return {model.placement: model for model in models.values()}
+
+
+@cache
+def shipped_model(placement: Placement) -> FallModel:
+    """The committed model of a placement (read once per process)."""
+    try:
+        return read_models()[placement]
+    except KeyError:
+        raise ValueError(f"{MODEL_PATH} has no {placement} model") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the streaming detector
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A candidate impact that passed the gates and was scored (for training and evaluation tools)."""
+
+    impact_ts: float
+    decided_ts: float  # the last sample seen when it was scored
+    core: dict[str, float]  # the named features, raw
+    features: Array  # the model's input vector
+    score: float
+
+
+class FallDetector:
+    """Streaming fall detector for one wearable (see the module docstring); implements `edge.models.FallDetector`.
+
+    `update(samples, t0)` takes (n, 3) samples in g, the first taken at `t0` (Unix s), consecutive with the previous
+    chunk; a chunk that does not follow on (a gap, a restarted device) starts a new stream, and one already seen
+    (a redelivered batch) is ignored. Chunks of any size give the same detections; the buffer holds
+    `2 * (clip_before_s + post_s + 1 s)` of signal.
+    """
+
+    def __init__(
+        self,
+        placement: Placement = "wrist",
+        rate_hz: float = 50.0,
+        model: FallModel | None = None,
+        observer: Callable[[Candidate], None] | None = None,
+    ) -> None:
+        if placement not in DEFAULT_SETTINGS:
+            raise ValueError(f"placement must be wrist or waist, not {placement!r}")
+        self.model = model if model is not None else shipped_model(placement)
+        if self.model.placement != placement:
+            raise ValueError(f"a {self.model.placement} model cannot watch a {placement} device")
+        if abs(rate_hz - self.model.rate_hz) > 1e-6:
+            raise ValueError(
+                f"the {placement} model works at {self.model.rate_hz} Hz, not {rate_hz} Hz: resample first"
+            )
+        self.placement = placement
+        self.rate_hz = rate_hz
+        self._observer = observer
+        s = self.model.settings
+        self._features = FeatureExtractor(s, rate_hz)
+        self._per_piece = max(1, round(rate_hz))  # work in pieces of at most one second
+        self._trigger = s.trigger_g
+        self._window = round(s.peak_window_s * rate_hz)
+        self._context = self._features.context
+        self._post = self._features.post
+        self._clip_before = round(s.clip_before_s * rate_hz)
+        self._late = self._features.late_start  # where the late window starts in a candidate's window
+        self._n_late = self._features.size - self._late
+        self._max_late_var = self.model.max_late_std_g**2 if math.isfinite(self.model.max_late_std_g) else math.inf
+        self._pre_far = self._features.pre_far
+        self._keep = max(self._clip_before, self._context) + self._post + self._per_piece
+        capacity = 2 * self._keep
+        self._x = np.zeros((capacity, 3))
+        self._m = np.zeros(capacity)
+        self._restart()
+        self._quiet_until = -math.inf  # refractory: no detection with an impact at or before this time
+
+    def _restart(self) -> None:
+        self._len = 0  # samples in the buffer
+        self._base = 0  # stream index of buffer[0]
+        self._count = 0  # samples of this stream so far
+        self._t_start = 0.0  # time of the stream's first sample
+        self._t_next: float | None = None  # where the next chunk should start
+        self._best = -1  # the peak being tracked (stream index; -1: none) ...
+        self._best_g = 0.0  # ... and its |a|
+        self._pending: list[int] = []  # candidates (stream indices) waiting for their post window
+
+    def _time(self, index: int) -> float:
+        return self._t_start + index / self.rate_hz
+
+    def update(self, samples: npt.NDArray[np.float64], t0: float) -> list[FallDetection]:
+        """Feed (n, 3) samples in g, the first taken at t0; return the falls decided with this chunk."""
+        x = np.asarray(samples, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != 3:
+            raise ValueError(f"samples must have shape (n, 3), not {x.shape}")
+        n = len(x)
+        if n == 0:
+            return []
+        if self._t_next is not None and abs(t0 - self._t_next) > MAX_JITTER_S:
+            if t0 + n / self.rate_hz <= self._t_next + MAX_JITTER_S:
+                return []  # already seen
+            self._restart()
+        # anchor the stream's clock on every chunk, so that a device clock drifting against its sample rate does
+        # not accumulate into a gap
+        self._t_start = t0 - self._count / self.rate_hz
+        self._t_next = t0 + n / self.rate_hz
+        if n <= self._per_piece:
+            return self._push(x)
+        out: list[FallDetection] = []
+        for first in range(0, n, self._per_piece):
+            out += self._push(x[first : first + self._per_piece])
+        return out
+
+    def _push(self, x: Array) -> list[FallDetection]:
+        n = len(x)
+        if self._len + n > len(self._m):
+            drop = self._len - self._keep
+            self._x[: self._keep] = self._x[drop : self._len]
+            self._m[: self._keep] = self._m[drop : self._len]
+            self._base += drop
+            self._len = self._keep
+        i = self._len
+        mag = np.sqrt(np.einsum("ij,ij->i", x, x))
+        self._x[i : i + n] = x
+        self._m[i : i + n] = mag
+        self._len += n
+        self._count += n
+        if mag.max() >= self._trigger:
+            self._track(mag, self._count - n)
+        if self._best >= 0 and self._best + self._window < self._count:
+            self._settle()
+        if self._pending and self._pending[0] + self._post <= self._count:
+            return self._decide()
+        return []
+
+    def _track(self, mag: Array, first: int) -> None:
+        """Follow the largest recent sample above the trigger: a later one within the window replaces it only if
+        larger, so the one left when the window has passed is at least as large as everything after it."""
+        hot = np.flatnonzero(mag >= self._trigger)
+        w = self._window
+        for offset, value in zip(hot.tolist(), mag[hot].tolist(), strict=True):
+            index = first + offset
+            if self._best >= 0 and index - self._best > w:
+                self._settle()
+            if self._best < 0 or value > self._best_g:
+                self._best, self._best_g = index, value
+
+    def _settle(self) -> None:
+        """The tracked peak's window is complete: a candidate if also larger than everything before it."""
+        k, self._best = self._best, -1
+        p = k - self._base
+        before = self._m[max(p - self._window, 0) : p]
+        if (len(before) == 0 or before.max() < self._best_g) and self._time(k) > self._quiet_until:
+            self._pending.append(k)
+
+    def _decide(self) -> list[FallDetection]:
+        out: list[FallDetection] = []
+        while self._pending and self._pending[0] + self._post <= self._count:
+            k = self._pending.pop(0)
+            impact_ts = self._time(k)
+            if impact_ts <= self._quiet_until:
+                continue
+            p = k - self._base
+            lo = p - self._context
+            hi = p + self._post
+            if lo >= 0:
+                x, mag = self._x[lo:hi], self._m[lo:hi]
+            else:  # the stream started less than `context_s` ago: the missing past repeats the first sample
+                x = np.concatenate([np.repeat(self._x[:1], -lo, axis=0), self._x[:hi]])
+                mag = np.concatenate([np.repeat(self._m[:1], -lo), self._m[:hi]])
+            late = mag[self._late :]
+            mean = float(late.sum()) / self._n_late
+            if float(late @ late) / self._n_late - mean * mean > self._max_late_var:
+                continue
+            before = float(mag[self._pre_far[0] : self._pre_far[1]].max())
+            if float(mag[self._context]) < self.model.min_peak_over_pre * before:
+                continue
+            core, vector = self._features.compute(x, mag)
+            score = self.model.score(vector)
+            decided_ts = self._time(self._count - 1)
+            if self._observer is not None:
+                self._observer(Candidate(impact_ts, decided_ts, core, vector, score))
+            if not score >= self.model.threshold:
+                continue
+            out.append(self._detection(k, core, score, decided_ts))
+            self._quiet_until = impact_ts + self.model.settings.refractory_s
+        return out
+
+    def _detection(self, k: int, core: dict[str, float], score: float, decided_ts: float) -> FallDetection:
+        first = max(k - self._clip_before, self._base)
+        clip = self._x[first - self._base : self._len].copy()
+        margin = score - self.model.threshold
+        features = {**core, "score": score, "threshold": self.model.threshold}
+        return FallDetection(
+            impact_ts=self._time(k),
+            detected_ts=decided_ts,
+            confidence=1.0 / (1.0 + math.exp(-min(margin, 700.0))),
+            features={name: value for name, value in features.items() if math.isfinite(value)},
+            clip_t0=self._time(first),
+            clip_g=clip,
+        )
+
+
+def fall_event(
+    detection: FallDetection,
+    *,
+    event_id: str,
+    device_id: str,
+    placement: Placement,
+    rate_hz: float = 50.0,
+    resident_id: str | None = None,
+) -> m.FallEvent:
+    """The wire event of a wearable's detection, its clip included (rounded to 0.1 mg, within the sensor range)."""
+    values = np.round(np.clip(detection.clip_g[: m.MAX_CLIP_SAMPLES], -m.ACCEL_LIMIT_G, m.ACCEL_LIMIT_G), 4)
+    clip = m.AccelClip(t0=detection.clip_t0, rate_hz=rate_hz, samples_g=tuple((a, b, c) for a, b, c in values.tolist()))
+    return m.FallEvent(
+        event_id=event_id,
+        ts=detection.detected_ts,
+        resident_id=resident_id,
+        device_id=device_id,
+        impact_ts=detection.impact_ts,
+        confidence=detection.confidence,
+        placement=placement,
+        sources=("bracelet" if placement == "wrist" else "belt",),
+        features=dict(detection.features),
+        clip=clip,
+    )
