@@ -1,7 +1,7 @@
 """Fall detection from a wearable accelerometer (bracelet at the wrist, belt clip or pendant at the waist).
 
 One `FallDetector` per device, fed consecutive chunks of samples (the agent gets one AccelBatch a second). Memory
-is bounded (a buffer of about 30 s of signal) and the work per chunk is a handful of vectorised numpy calls; the
+is bounded (a buffer of about 20 s of signal) and the work per chunk is a handful of vectorised numpy calls; the
 costlier stage runs only for candidate impacts:
 
 1. trigger: every sample's magnitude |a| goes into the buffer; a sample of at least `trigger_g` that is the
@@ -207,8 +207,6 @@ class FeatureExtractor:
         self._act_columns = np.array([column[edge] for edge in act])
         self._act_lengths = np.diff(act).astype(np.float64)
         self._tilt_columns = np.array([column[edge] for edge in tilt])
-        self._rows = np.zeros((13, end))
-        self._sums = np.zeros((13, len(edges)))
         self._log_mask = np.array([name in _LOG for name in CORE_FEATURES])
         self._count_mask = np.array([name in _COUNTS for name in CORE_FEATURES])
 
@@ -220,7 +218,7 @@ class FeatureExtractor:
         """The named core features (raw values) and the model's input vector (logs of scale features, profiles)."""
         r, k = self.rate_hz, self.context
         # rows: |a|, |a|^2, |a|-1, (|a|-1)^2, ||a|-1|, (1-|a|)+, |a|<0.6, x, y, z, x^2, y^2, z^2
-        rows = self._rows
+        rows = np.empty((13, self.size))  # per call: an extractor is shared by every detector of its settings
         rows[0] = mag
         np.multiply(mag, mag, out=rows[1])
         np.subtract(mag, 1.0, out=rows[2])
@@ -230,7 +228,7 @@ class FeatureExtractor:
         np.less(mag, 0.6, out=rows[6])
         rows[7:10] = x.T
         np.multiply(rows[7:10], rows[7:10], out=rows[10:13])
-        sums = self._sums  # column j: the rows summed from the first boundary to boundary j
+        sums = np.zeros((13, len(self._edges)))  # column j: the rows summed from the first boundary to boundary j
         np.cumsum(np.add.reduceat(rows, self._edges[:-1], axis=1), axis=1, out=sums[:, 1:])
         cols = sums.T.tolist()
 
@@ -298,6 +296,12 @@ class FeatureExtractor:
         norms = np.sqrt((bins * bins).sum(axis=0) * float(reference @ reference))
         tilt = np.clip((reference @ bins) / np.maximum(norms, 1e-12), -1.0, 1.0)
         return core, np.concatenate([head, act, tilt])
+
+
+@cache
+def feature_extractor(settings: DetectorSettings, rate_hz: float) -> FeatureExtractor:
+    """The (stateless) feature extractor of these settings, made once per process."""
+    return FeatureExtractor(settings, rate_hz)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -428,7 +432,7 @@ class FallDetector:
     `update(samples, t0)` takes (n, 3) samples in g, the first taken at `t0` (Unix s), consecutive with the previous
     chunk; a chunk that does not follow on (a gap, a restarted device) starts a new stream, and one already seen
     (a redelivered batch) is ignored. Chunks of any size give the same detections; the buffer holds
-    `2 * (clip_before_s + post_s + 1 s)` of signal.
+    `clip_before_s + post_s + 6 s` of signal (about 20 s, 30 KB).
     """
 
     def __init__(
@@ -451,7 +455,7 @@ class FallDetector:
         self.rate_hz = rate_hz
         self._observer = observer
         s = self.model.settings
-        self._features = FeatureExtractor(s, rate_hz)
+        self._features = feature_extractor(s, rate_hz)
         self._per_piece = max(1, round(rate_hz))  # work in pieces of at most one second
         self._trigger = s.trigger_g
         self._window = round(s.peak_window_s * rate_hz)
@@ -463,7 +467,7 @@ class FallDetector:
         self._max_late_var = self.model.max_late_std_g**2 if math.isfinite(self.model.max_late_std_g) else math.inf
         self._pre_far = self._features.pre_far
         self._keep = max(self._clip_before, self._context) + self._post + self._per_piece
-        capacity = 2 * self._keep
+        capacity = self._keep + 5 * self._per_piece  # the oldest samples are dropped every 5 s
         self._x = np.zeros((capacity, 3))
         self._m = np.zeros(capacity)
         self._restart()
