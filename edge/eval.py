@@ -115,7 +115,8 @@ def run_trial(detector: FallDetector, trial: TrialInfo, samples: Array) -> Trial
         is_fall=trial.is_fall,
         duration_s=len(samples) / trial.rate_hz,
         impact_s=impact_reference_s(trial, samples),
-        detections=tuple((d.impact_ts - TRIAL_T0, d.detected_ts - TRIAL_T0) for d in found),
+        # microseconds: below a sample period, above the float noise of Unix times
+        detections=tuple((round(d.impact_ts - TRIAL_T0, 6), round(d.detected_ts - TRIAL_T0, 6)) for d in found),
         cpu_s=cpu,
     )
 
@@ -158,7 +159,7 @@ def summarise(outcomes: Sequence[TrialOutcome]) -> dict[str, Any]:
     signal_s = sum(o.duration_s for o in outcomes)
 
     def percentile(q: float) -> float | None:
-        return float(np.percentile(latencies, q)) if len(latencies) else None
+        return round(float(np.percentile(latencies, q)), 3) if len(latencies) else None  # to the millisecond
 
     return {
         "sensitivity": se,
