@@ -14,8 +14,10 @@ median.
 
 Intervals are aligned on multiples of `interval_s` in Unix time (the same boundaries after a restart) and the
 summary's `ts` is the interval's end. An interval is closed by the first reading of a later interval or by a
-tick `grace_s` after its end (a reading delayed in transit still makes it); a reading for an interval already
-closed is counted in `late` and dropped. An interval with readings, even only rejected ones, gets a summary:
+tick `grace_s` after its end once no reading has arrived for `grace_s` (a reading delayed in transit still makes
+it, and a backlog delivered after a restart, arriving far behind the clock, is summarised by its own timestamps
+instead of one reading per interval); a reading for an interval already closed is counted in `late` and dropped.
+An interval with readings, even only rejected ones, gets a summary:
 "the bracelet sends, but nothing usable" is worth knowing upstream.
 """
 
@@ -80,6 +82,7 @@ class VitalsSummarizer:
         self.late = 0  # readings for an interval already summarised
         self.rejected_bp = 0  # blood pressure left out because its median pair was inconsistent
         self._current: _Interval | None = None
+        self._last_arrival = -math.inf  # receiver time of the last reading taken
         self._closed_up_to = -1  # highest interval index already summarised
         self._hr, self._spo2, self._skin = _Median3(), _Median3(), _Median3()
 
@@ -96,6 +99,7 @@ class VitalsSummarizer:
             self.late += 1
             return []
         out = self.tick(now)
+        self._last_arrival = now
         current = self._current
         if current is not None and index > current.index:
             out.append(self._close(current))
@@ -118,9 +122,11 @@ class VitalsSummarizer:
         return out
 
     def tick(self, now: float) -> list[m.VitalsSummary]:
-        """Close the current interval once `grace_s` past its end."""
+        """Close the current interval once `grace_s` past its end and `grace_s` after the last reading arrived."""
         current = self._current
         if current is None or now < (current.index + 1) * self.interval_s + self.grace_s:
+            return []
+        if now - self._last_arrival < self.grace_s:  # readings are still flowing in (a backlog): let data close it
             return []
         return [self._close(current)]
 

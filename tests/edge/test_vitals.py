@@ -148,3 +148,18 @@ def test_every_summary_satisfies_the_contract(values: list[tuple[float, float, f
         if summary.spo2_pct is not None:
             assert summary.spo2_min_pct is not None
             assert summary.spo2_min_pct <= summary.spo2_pct
+
+
+def test_a_backlog_delivered_long_after_is_summarised_by_its_own_timestamps() -> None:
+    """After a restart the home broker delivers what queued up: readings far behind the clock, arriving together."""
+    summarizer = VitalsSummarizer("BR-1", "R-1", interval_s=60.0, ppg_min_quality=0.6, motion_max_g=0.5)
+    base = 1_790_000_040.0 - 1_790_000_040.0 % 60
+    now = base + 3600.0  # an hour later
+    out = []
+    for i in range(24):  # two minutes of readings every 5 s
+        reading = m.VitalsReading(ts=base + 5 * i, hr_bpm=70.0, spo2_pct=97.0, ppg_quality=0.9)
+        out += summarizer.add(reading, now + 0.001 * i)
+        out += summarizer.tick(now + 0.001 * i)
+    out += summarizer.tick(now + 10)
+    assert [s.n_readings for s in out] == [12, 12]
+    assert summarizer.late == 0
