@@ -410,9 +410,10 @@ class LineEncoder:
             out.append(f"{self.series(row.measurement, row.tags)} {','.join(parts)} {row.time_ns}")
         return out
 
-    # The hot paths below write the common shapes with one f-string: every float through repr(), then one
-    # replace() drops the ".0" of whole floats (".0," can only be the end of a number: a repr has no other).
-    # Any other shape goes through the generic loop. tests/ingest/test_points.py holds all of them to the Points.
+    # The hot paths below write every float through repr() with a comma after it, then one replace() drops the ".0"
+    # of whole floats (".0," can only be the end of a number: a repr has no other), as to_line_protocol() does. The
+    # commonest shape is one f-string; any other is assembled field by field. tests/ingest/test_points.py holds
+    # both to the Points, byte for byte.
 
     def reading_line(self, series: str, reading: m.VitalsReading) -> str:
         """The line of a bracelet's vitals reading, given its series prefix: the hot path."""
@@ -424,22 +425,21 @@ class LineEncoder:
             fields = f"hr_bpm={hr!r},motion_g={motion!r},ppg_quality={ppg!r},skin_temp_c={skin!r},spo2_pct={spo2!r},"
             return f"{series} {fields.replace('.0,', ',')[:-1]} {ts_ns}"
         parts = []
-        d, s = v["bp_diastolic_mmhg"], v["bp_systolic_mmhg"]
-        if d is not None:
-            parts.append(f"bp_diastolic_mmhg={d}i")
-        if s is not None:
-            parts.append(f"bp_systolic_mmhg={s}i")
-        for prefix, value in (
-            ("hr_bpm=", hr),
-            ("motion_g=", motion),
-            ("ppg_quality=", ppg),
-            ("skin_temp_c=", skin),
-            ("spo2_pct=", spo2),
-        ):
-            if value is not None:
-                text = repr(value)
-                parts.append(prefix + (text[:-2] if text[-2:] == ".0" else text))
-        return f"{series} {','.join(parts)} {ts_ns}"
+        add = parts.append
+        if v["bp_diastolic_mmhg"] is not None:
+            add(f"bp_diastolic_mmhg={v['bp_diastolic_mmhg']}i,")
+        if v["bp_systolic_mmhg"] is not None:
+            add(f"bp_systolic_mmhg={v['bp_systolic_mmhg']}i,")
+        if hr is not None:
+            add(f"hr_bpm={hr!r},")
+        if motion is not None:
+            add(f"motion_g={motion!r},")
+        add(f"ppg_quality={ppg!r},")
+        if skin is not None:
+            add(f"skin_temp_c={skin!r},")
+        if spo2 is not None:
+            add(f"spo2_pct={spo2!r},")
+        return f"{series} {''.join(parts).replace('.0,', ',')[:-1]} {ts_ns}"
 
     def reading_series(self, origin: Origin) -> str:
         """The series prefix of a bracelet's vitals readings (see `reading_line`)."""
@@ -484,24 +484,23 @@ class LineEncoder:
                 out.append(f"{series} {fields.replace('.0,', ',')[:-1]} {ts_ns}")
                 continue
             parts = []
-            d, s = v["bp_diastolic_mmhg"], v["bp_systolic_mmhg"]
-            if d is not None:
-                parts.append(f"bp_diastolic_mmhg={d}i")
-            if s is not None:
-                parts.append(f"bp_systolic_mmhg={s}i")
-            for prefix, value in (
-                ("hr_bpm=", hr),
-                ("hr_max_bpm=", hr_max),
-                ("hr_min_bpm=", hr_min),
-                ("interval_s=", v["interval_s"]),
-            ):
-                if value is not None:
-                    text = repr(value)
-                    parts.append(prefix + (text[:-2] if text[-2:] == ".0" else text))
-            parts.append(f"n_readings={v['n_readings']}i,n_rejected={v['n_rejected']}i")
-            for prefix, value in (("skin_temp_c=", skin), ("spo2_min_pct=", spo2_min), ("spo2_pct=", spo2)):
-                if value is not None:
-                    text = repr(value)
-                    parts.append(prefix + (text[:-2] if text[-2:] == ".0" else text))
-            out.append(f"{series} {','.join(parts)} {ts_ns}")
+            add = parts.append
+            if v["bp_diastolic_mmhg"] is not None:
+                add(f"bp_diastolic_mmhg={v['bp_diastolic_mmhg']}i,")
+            if v["bp_systolic_mmhg"] is not None:
+                add(f"bp_systolic_mmhg={v['bp_systolic_mmhg']}i,")
+            if hr is not None:
+                add(f"hr_bpm={hr!r},")
+            if hr_max is not None:
+                add(f"hr_max_bpm={hr_max!r},")
+            if hr_min is not None:
+                add(f"hr_min_bpm={hr_min!r},")
+            add(f"interval_s={v['interval_s']!r},n_readings={v['n_readings']}i,n_rejected={v['n_rejected']}i,")
+            if skin is not None:
+                add(f"skin_temp_c={skin!r},")
+            if spo2_min is not None:
+                add(f"spo2_min_pct={spo2_min!r},")
+            if spo2 is not None:
+                add(f"spo2_pct={spo2!r},")
+            out.append(f"{series} {''.join(parts).replace('.0,', ',')[:-1]} {ts_ns}")
         return out
