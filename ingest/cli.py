@@ -195,8 +195,11 @@ async def serve(settings: Any, config: Any) -> None:
     registry = open_registry(settings.database.url, upgrade=False) if config.registry else None
     directory = ResidentDirectory(registry, refresh_s=config.registry_refresh_s) if registry is not None else None
     async with (
-        InfluxClient.from_settings(settings.influx, max_retries=config.direct_retries) as influx,
-        InfluxClient.from_settings(settings.influx, max_retries=0) as replay_influx,
+        # One request per batch: InfluxDB spends less CPU a point in requests of 10,000 lines than of 5,000.
+        InfluxClient.from_settings(
+            settings.influx, max_retries=config.direct_retries, batch_size=config.batch_points
+        ) as influx,
+        InfluxClient.from_settings(settings.influx, max_retries=0, batch_size=config.batch_points) as replay_influx,
         Spool(config.spool_path) as spool,
     ):
         service = IngestService(

@@ -424,7 +424,7 @@ class LineEncoder:
         if common and v["bp_systolic_mmhg"] is None:
             fields = f"hr_bpm={hr!r},motion_g={motion!r},ppg_quality={ppg!r},skin_temp_c={skin!r},spo2_pct={spo2!r},"
             return f"{series} {fields.replace('.0,', ',')[:-1]} {ts_ns}"
-        parts = []
+        parts: list[str] = []
         add = parts.append
         if v["bp_diastolic_mmhg"] is not None:
             add(f"bp_diastolic_mmhg={v['bp_diastolic_mmhg']}i,")
@@ -483,7 +483,7 @@ class LineEncoder:
                 )
                 out.append(f"{series} {fields.replace('.0,', ',')[:-1]} {ts_ns}")
                 continue
-            parts = []
+            parts: list[str] = []
             add = parts.append
             if v["bp_diastolic_mmhg"] is not None:
                 add(f"bp_diastolic_mmhg={v['bp_diastolic_mmhg']}i,")

@@ -86,8 +86,12 @@ async def running(
         **config,
     )
     async with (
-        InfluxClient.from_settings(influx, max_retries=options.direct_retries, transport=transport) as direct,
-        InfluxClient.from_settings(influx, max_retries=0, transport=transport) as replay,
+        InfluxClient.from_settings(
+            influx, max_retries=options.direct_retries, batch_size=options.batch_points, transport=transport
+        ) as direct,
+        InfluxClient.from_settings(
+            influx, max_retries=0, batch_size=options.batch_points, transport=transport
+        ) as replay,
         Spool(options.spool_path) as spool,
     ):
         service = IngestService(
