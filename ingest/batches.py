@@ -11,7 +11,21 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+
+from careloop.messages import Message
+from careloop.topics import TopicKind
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A valid message from a device the registry cache does not know yet: converted after a look-up."""
+
+    topic: bytes
+    payload: bytes
+    kind: TopicKind
+    home: str
+    device: str
+    message: Message
 
 
 @dataclass(slots=True, eq=False)
@@ -19,11 +33,10 @@ class Batch:
     """Messages taken in together. `session` is the MQTT connection their packet ids belong to."""
 
     session: int
-    opened_at: float
     pids: list[int] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
-    #: Valid messages whose tags wait on a registry look-up: (topic bytes, payload, parsed topic, message).
-    deferred: list[tuple[bytes, bytes, Any, Any]] = field(default_factory=list)
+    #: Valid messages whose tags wait on a registry look-up.
+    deferred: list[Deferred] = field(default_factory=list)
     #: What must still happen before the batch is finished: its store (1), plus one per dead letter in flight.
     waiting: int = 1
     #: Points counted in the service's queue depth when the batch was sealed.

@@ -44,7 +44,7 @@ from careloop.contract import SPECS, decode_message
 from careloop.influx import InfluxClient, InfluxError, InfluxWriteError
 from careloop.settings import CareloopSettings
 from careloop.topics import Topic, TopicError, TopicKind, TopicTree
-from ingest.batches import AckQueue, Batch
+from ingest.batches import AckQueue, Batch, Deferred
 from ingest.directory import ResidentDirectory
 from ingest.metrics import IngestStats
 from ingest.models import IngestConfig
@@ -59,7 +59,6 @@ COMPONENT = "ingest"
 DEAD_LETTER_PAYLOAD_BYTES = 67_500
 #: Route cache size (one entry per topic seen); cleared when full.
 ROUTE_CACHE_LIMIT = 200_000
-NOT_STORED_REASON = RejectReason.NOT_ACCEPTED_HERE
 
 
 @dataclass(slots=True)
@@ -280,7 +279,11 @@ class IngestService:
             elif route.summaries:
                 lines += encoder.summary_lines(route.origin, message)  # type: ignore[arg-type]
             elif route.deferred:
-                batch.deferred.append((topic, payload, route.topic, message))
+                t = route.topic
+                assert t is not None
+                assert t.home_id is not None
+                assert t.device_id is not None
+                batch.deferred.append(Deferred(topic, payload, t.kind, t.home_id, t.device_id, message))
             else:
                 assert route.topic is not None
                 assert route.origin is not None
@@ -324,7 +327,8 @@ class IngestService:
     def _route_for(self, topic: Topic) -> _Route:
         kind = topic.kind
         if kind not in STORED_KINDS:
-            return _Route(topic, reject=PayloadError(NOT_STORED_REASON, f"ingest does not store {kind.name} topics"))
+            error = PayloadError(RejectReason.NOT_ACCEPTED_HERE, f"ingest does not store {kind.name} topics")
+            return _Route(topic, reject=error)
         spec = SPECS[kind]
         assert topic.home_id is not None
         site = self.settings.site_id
@@ -352,7 +356,7 @@ class IngestService:
         if self._batch is not None:
             self._seal(self._batch)
         loop = asyncio.get_running_loop()
-        batch = Batch(session=session, opened_at=loop.time())
+        batch = Batch(session=session)
         batch.timer = loop.call_later(self.config.batch_delay_s, self._seal_if_open, batch)
         self._acks.add(batch)
         self._batch = batch
@@ -391,7 +395,12 @@ class IngestService:
                 acks += done.pids
         if client is not None and acks:
             client.ack(acks)
-        if client is not None and client.paused and self._pending_points() <= self.config.max_pending_points // 2:
+        if (
+            client is not None
+            and client.paused
+            and not self._stopping.is_set()
+            and self._pending_points() <= self.config.max_pending_points // 2
+        ):
             client.resume_reading()
 
     async def _writer(self) -> None:
@@ -469,23 +478,23 @@ class IngestService:
         delay = 0.5
         while True:
             try:
-                await directory.resolve(t.device_id for _, _, t, _ in batch.deferred)
+                await directory.resolve(d.device for d in batch.deferred)
                 break
             except SQLAlchemyError as exc:
                 log.error("registry look-up failed (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(10.0, delay * 2)
         site = self.settings.site_id
-        for topic_bytes, payload, topic, message in batch.deferred:
-            self._routes.pop(topic_bytes, None)
-            entry = directory.get(topic.device_id)
-            if entry is None or entry.home != topic.home_id:
-                error = _unknown_device(topic.device_id, entry.home if entry else None, topic.home_id)
-                self._reject(batch, topic_bytes, payload, _Route(topic, reject=error))
+        for d in batch.deferred:
+            self._routes.pop(d.topic, None)
+            entry = directory.get(d.device)
+            if entry is None or entry.home != d.home:
+                error = _unknown_device(d.device, entry.home if entry else None, d.home)
+                self._reject(batch, d.topic, d.payload, _Route(None, reject=error))
                 continue
-            origin = Origin(site, topic.home_id, topic.device_id, entry.resident)
+            origin = Origin(site, d.home, d.device, entry.resident)
             try:
-                batch.lines += self._encoder.lines(topic.kind, message, origin)
+                batch.lines += self._encoder.lines(d.kind, d.message, origin)
             except NoTimestamp:
                 self.stats.count(self.stats.skipped, "no_timestamp")
         batch.deferred.clear()

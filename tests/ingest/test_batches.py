@@ -6,7 +6,7 @@ from ingest.batches import AckQueue, Batch
 
 
 def batch(*pids: int) -> Batch:
-    return Batch(session=1, opened_at=0.0, pids=list(pids))
+    return Batch(session=1, pids=list(pids))
 
 
 def test_a_batch_that_finishes_early_waits_for_the_ones_before_it() -> None:
