@@ -24,8 +24,10 @@ from pydantic_settings import (
 from careloop.topics import ID_PATTERN
 
 ENV_PREFIX = "CARELOOP_"
-#: Environment variables with the prefix that are not settings fields.
-NON_FIELD_ENV = frozenset({"CARELOOP_CONFIG", "CARELOOP_TEST_PG_URL"})
+#: Environment variables with the prefix that are not settings fields (read by a command or the tests directly).
+NON_FIELD_ENV = frozenset(
+    {"CARELOOP_CONFIG", "CARELOOP_TEST_PG_URL", "CARELOOP_FALLS_DIR", "CARELOOP_EDGE_UPLINK_PASSWORD"}
+)
 
 #: Secrets nobody may use outside development and the demo.
 PLACEHOLDER_SECRETS = frozenset(

@@ -116,3 +116,9 @@ def test_the_installed_console_script_runs() -> None:
     done = subprocess.run([str(exe), "config", "check"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["mqtt"]["url"]
+
+
+def test_variables_read_by_commands_are_not_reported_as_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARELOOP_EDGE_UPLINK_PASSWORD", "x")
+    monkeypatch.setenv("CARELOOP_FALLS_DIR", "/data/falls")
+    assert load_settings().environment == "development"
