@@ -416,10 +416,15 @@ class IngestProcesses:
             CARELOOP_LOG_LEVEL="WARNING",
         )
         env.pop("CARELOOP_CONFIG", None)
-        self.metrics_port = _free_port_block(n)
-        self.processes = [
-            subprocess.Popen(
-                [
+        from careloop.ports import free_port
+
+        # A free port for each process (its --metrics-port is offset by its --instance).
+        self.ports = [free_port("127.0.0.1") for _ in range(n)]
+        self.logs = [self.spool_dir / f"ingest-{k}.log" for k in range(n)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+        for k in range(n):
+            with open(self.logs[k], "wb") as log:
+                command = [
                     sys.executable,
                     "-m",
                     "ingest",
@@ -430,24 +435,23 @@ class IngestProcesses:
                     "--spool-dir",
                     str(self.spool_dir),
                     "--metrics-port",
-                    str(self.metrics_port),
+                    str(self.ports[k] - k),
                     *extra,
-                ],
-                env=env,
-            )
-            for k in range(n)
-        ]
-        deadline = time.monotonic() + 30
+                ]
+                self.processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 60
         for k in range(n):
             while not self.health(k).get("mqtt_connected"):
                 if time.monotonic() > deadline or self.processes[k].poll() is not None:
-                    raise SystemExit(f"ingest process {k} did not connect")
+                    tail = self.logs[k].read_text(errors="replace")[-2000:]
+                    self.close()
+                    raise SystemExit(f"ingest process {k} did not connect:\n{tail}")
                 time.sleep(0.05)
 
     def health(self, k: int) -> dict[str, Any]:
         """The /health of process `k` ({} while it does not answer)."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port + k}/health", timeout=2) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[k]}/health", timeout=2) as r:
                 state: dict[str, Any] = json.loads(r.read())
                 return state
         except (OSError, ValueError):
@@ -464,6 +468,10 @@ class IngestProcesses:
             reports = [self.health(k) for k in range(len(self.processes))]
             if sum(r.get("written", 0) + r.get("replayed", 0) for r in reports) >= expected:
                 return
+            for k, process in enumerate(self.processes):
+                if process.poll() is not None:
+                    tail = self.logs[k].read_text(errors="replace")[-2000:]
+                    raise SystemExit(f"ingest process {k} exited with status {process.returncode}:\n{tail}")
             if time.monotonic() > deadline:
                 raise SystemExit(f"ingest stored fewer than {expected} points in {timeout_s} s: {reports}")
             time.sleep(0.05)
@@ -480,16 +488,6 @@ class IngestProcesses:
                 process.kill()
         shutil.rmtree(self.spool_dir, ignore_errors=True)
         return reports
-
-
-def _free_port_block(n: int) -> int:
-    """A port p such that p .. p + n - 1 look free."""
-    from careloop.ports import free_port, port_accepts
-
-    while True:
-        base = free_port("127.0.0.1")
-        if base + n < 65_000 and not any(port_accepts("127.0.0.1", base + k) for k in range(1, n)):
-            return base
 
 
 def ingest_case(
