@@ -4,7 +4,8 @@ Starts its own Mosquitto (careloop.testing: no queue limit, so nothing is droppe
 write), then measures, each case with its own topic root and database:
 
 1. storage ceiling: influxd's raw write rate, from this process, with the lines ingest writes for case 4 already
-   serialised, posted in batches of 10,000 lines, 4 requests at once (for each of the two point shapes of case 4);
+   serialised (as many points as case 4), posted in batches of 10,000 lines, 4 requests at once, for each of the two
+   point shapes of case 4;
 2. MQTT ceiling: a bare paho-mqtt subscriber (QoS 1, shared subscription) that only counts, fed by the publisher;
    and the same with ingest's own MQTT client counting and acknowledging (`ingest.mqtt`, lean client);
 3. ingest, one reading per message: `--processes` ingest processes (`python -m ingest`, shared subscription),
@@ -602,7 +603,10 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, 
             if f"storage_ceiling{suffix}" in cases:
                 progress(f"storage ceiling ({shape}): influxd raw writes, 10,000 lines a request, 4 at once")
                 results[f"storage_ceiling{suffix}"] = storage_ceiling(
-                    services, Workload(shape, args.batches, f"bceil{shape}", t0), args.ceiling_points, suffix
+                    services,
+                    Workload(shape, args.batches, f"bceil{shape}", t0),
+                    args.ceiling_points or args.batches * READINGS_PER_BATCH,
+                    suffix,
                 )
         if "mqtt_ceiling_paho" in cases:
             progress("MQTT ceiling: paho subscriber that only counts")
@@ -723,7 +727,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=400_000, help="messages of one reading")
     parser.add_argument("--batches", type=int, default=30_000, help="edge batches of 50 readings")
     parser.add_argument("--naive-messages", type=int, default=5_000, help="messages for the naive bridge")
-    parser.add_argument("--ceiling-points", type=int, default=500_000, help="points for the storage ceiling")
+    parser.add_argument(
+        "--ceiling-points", type=int, default=0, help="points for the storage ceiling (default: as many as the batches)"
+    )
     parser.add_argument(
         "--ingest-args", default="", help="extra `careloop ingest` options, e.g. '--batch-points 10000'"
     )
