@@ -21,7 +21,8 @@ case's time runs from the first PUBLISH to the moment every point answers a `cou
 once ingest's /health says all are written; for the subscribers: the last message counted); throughput is messages
 (points) over that time. Everything shares the 2 cores: publisher, Mosquitto, influxd and ingest. CPU per process
 is read from /proc (helpers report their own), in % of one core and in microseconds per point: the second figure
-is what other load on the machine does not skew.
+is what other load on the machine does not skew. "Rest of the machine" is the CPU busy meanwhile in anything not
+measured (other people's work on the machine, interrupts): when it is high, the case's wall-clock figures are low.
 
 Run: `.venv/bin/python bench/ingest.py [--json] [--processes N] [--messages N] [--batches N]`.
 Figures measured on the 2-core development machine are in docs/ingest.md.
@@ -305,17 +306,41 @@ class Services:
         return int(series[0]["values"][0][1]) if series else 0
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all cores of the machine have spent busy since boot (/proc/stat: all but idle and iowait)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+@dataclass(slots=True)
+class CpuWindow:
+    """CPU seconds used inside a block: by each watched process, by this process, and by the whole machine."""
+
+    used: dict[str, float]
+    bench_s: float = 0.0
+    machine_s: float = 0.0
+
+    def others_s(self) -> float:
+        """What the rest of the machine used meanwhile (other work, interrupts), once `used` is complete."""
+        ours = sum(v for v in self.used.values() if v == v)  # NaN: a process that vanished
+        return max(0.0, self.machine_s - self.bench_s - ours)
+
+
 @contextmanager
-def cpu_window(pids: dict[str, int]) -> Iterator[dict[str, float]]:
+def cpu_window(pids: dict[str, int]) -> Iterator[CpuWindow]:
     """CPU seconds each process used inside the block (filled in when the block ends)."""
     before = {name: process_cpu_s(pid) for name, pid in pids.items()}
-    used: dict[str, float] = {}
-    yield used
+    bench_before, machine_before = own_cpu_s(), machine_busy_s()
+    window = CpuWindow(used={})
+    yield window
+    window.bench_s = own_cpu_s() - bench_before
+    window.machine_s = machine_busy_s() - machine_before
     for name, pid in pids.items():
         try:
-            used[name] = process_cpu_s(pid) - before[name]
+            window.used[name] = process_cpu_s(pid) - before[name]
         except OSError:
-            used[name] = float("nan")
+            window.used[name] = float("nan")
 
 
 def wait_queryable(
@@ -378,7 +403,13 @@ def storage_ceiling(services: Services, workload: Workload, points: int, suffix:
         started = asyncio.run(write_all())
         ended = wait_queryable(services, database, "vitals", "hr_bpm", points)
     elapsed = ended - started
-    return {"points": points, "seconds": round(elapsed, 3), "points_s": round(points / elapsed), "cpu_s": cpu}
+    return {
+        "points": points,
+        "seconds": round(elapsed, 3),
+        "points_s": round(points / elapsed),
+        "cpu_s": cpu.used,
+        "others_cpu_s": cpu.others_s(),
+    }
 
 
 def mqtt_ceiling(services: Services, kind: str, workload: Workload, connections: int) -> dict[str, Any]:
@@ -391,14 +422,15 @@ def mqtt_ceiling(services: Services, kind: str, workload: Workload, connections:
         out, _ = counter.communicate(timeout=600)
         published = publisher_result(publisher)
     counted = json.loads(out.strip().splitlines()[-1])
-    cpu.update(subscriber=counted["cpu_s"], publisher=published["cpu_s"])
+    cpu.used.update(subscriber=counted["cpu_s"], publisher=published["cpu_s"])
     elapsed = counted["last"] - published["started"]
     return {
         "messages": workload.count,
         "seconds": round(elapsed, 3),
         "messages_s": round(workload.count / elapsed),
         "publish_s": round(published["ended"] - published["started"], 3),
-        "cpu_s": cpu,
+        "cpu_s": cpu.used,
+        "others_cpu_s": cpu.others_s(),
     }
 
 
@@ -508,7 +540,7 @@ def ingest_case(
             ended = wait_queryable(services, database, "vitals", "hr_bpm", workload.points)
     finally:
         reports = fleet.close()
-    cpu["publisher"] = published["cpu_s"]
+    cpu.used["publisher"] = published["cpu_s"]
     elapsed = ended - published["started"]
     return {
         "processes": processes,
@@ -520,7 +552,8 @@ def ingest_case(
         "publish_s": round(published["ended"] - published["started"], 3),
         "rejected": sum(r.get("rejected", 0) for r in reports),
         "spooled": sum(r.get("spooled", 0) for r in reports),
-        "cpu_s": cpu,
+        "cpu_s": cpu.used,
+        "others_cpu_s": cpu.others_s(),
     }
 
 
@@ -678,10 +711,13 @@ def targets(r: dict[str, Any]) -> dict[str, bool]:
 def _cpu(case: dict[str, Any]) -> str:
     """CPU of each process over the case, in % of one core, and per point (what other load does not skew)."""
     seconds, points = case["seconds"], case.get("points") or case.get("messages") or 1
-    return ", ".join(
+    parts = [
         f"{name} {100 * used / seconds:.0f}% ({1e6 * used / points:.1f} us/point)"
         for name, used in case.get("cpu_s", {}).items()
-    )
+    ]
+    if "others_cpu_s" in case:
+        parts.append(f"rest of the machine {100 * case['others_cpu_s'] / seconds:.0f}%")
+    return ", ".join(parts)
 
 
 def print_table(r: dict[str, Any]) -> None:
