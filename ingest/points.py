@@ -375,8 +375,11 @@ class LineEncoder:
 
     #: The series cache is cleared when it reaches this many entries (one entry per device and measurement).
     cache_limit = 200_000
+    #: The float text cache is cleared when it reaches this many entries.
+    float_cache_limit = 100_000
 
     def __init__(self) -> None:
+        self._floats: dict[float, str] = {}
         self._series: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         self._summary_series: dict[tuple[str, str, str, str | None], str] = {}
         self._specs: dict[FieldSpec, tuple[tuple[str, str, Callable[[Any], str]], ...]] = {}
@@ -410,36 +413,53 @@ class LineEncoder:
             out.append(f"{self.series(row.measurement, row.tags)} {','.join(parts)} {row.time_ns}")
         return out
 
-    # The hot paths below write every float through repr() with a comma after it, then one replace() drops the ".0"
-    # of whole floats (".0," can only be the end of a number: a repr has no other), as to_line_protocol() does. The
-    # commonest shape is one f-string; any other is assembled field by field. tests/ingest/test_points.py holds
-    # both to the Points, byte for byte.
+    # The hot paths below write a float as to_line_protocol() does, repr() without the ".0" of a whole number, but
+    # look the text up first: vital signs take few distinct values (0.1 steps within physiological bounds), and a
+    # dict look-up costs a quarter of repr(). The cache is bounded and never holds zero (-0.0 == 0.0 would share an
+    # entry). tests/ingest/test_points.py holds these paths to the Points, byte for byte.
+
+    def float_text(self, value: float) -> str:
+        """`value` as line protocol writes a float field, remembered for next time."""
+        text = repr(value)
+        if text[-2:] == ".0":
+            text = text[:-2]
+        if value != 0.0:
+            cache = self._floats
+            if len(cache) >= self.float_cache_limit:
+                cache.clear()
+            cache[value] = text
+        return text
 
     def reading_line(self, series: str, reading: m.VitalsReading) -> str:
         """The line of a bracelet's vitals reading, given its series prefix: the hot path."""
         v = reading.__dict__
+        ft = self._floats.get
+        fl = self.float_text
         hr, motion, ppg, skin, spo2 = v["hr_bpm"], v["motion_g"], v["ppg_quality"], v["skin_temp_c"], v["spo2_pct"]
         ts_ns = round(v["ts"] * 1000) * _NS_PER_MS
         common = hr is not None and motion is not None and skin is not None and spo2 is not None
         if common and v["bp_systolic_mmhg"] is None:
-            fields = f"hr_bpm={hr!r},motion_g={motion!r},ppg_quality={ppg!r},skin_temp_c={skin!r},spo2_pct={spo2!r},"
-            return f"{series} {fields.replace('.0,', ',')[:-1]} {ts_ns}"
+            return (
+                f"{series} hr_bpm={ft(hr) or fl(hr)},motion_g={ft(motion) or fl(motion)},"
+                f"ppg_quality={ft(ppg) or fl(ppg)},skin_temp_c={ft(skin) or fl(skin)},"
+                f"spo2_pct={ft(spo2) or fl(spo2)} {ts_ns}"
+            )
         parts: list[str] = []
         add = parts.append
         if v["bp_diastolic_mmhg"] is not None:
-            add(f"bp_diastolic_mmhg={v['bp_diastolic_mmhg']}i,")
+            add(f"bp_diastolic_mmhg={v['bp_diastolic_mmhg']}i")
         if v["bp_systolic_mmhg"] is not None:
-            add(f"bp_systolic_mmhg={v['bp_systolic_mmhg']}i,")
+            add(f"bp_systolic_mmhg={v['bp_systolic_mmhg']}i")
         if hr is not None:
-            add(f"hr_bpm={hr!r},")
+            add(f"hr_bpm={ft(hr) or fl(hr)}")
         if motion is not None:
-            add(f"motion_g={motion!r},")
-        add(f"ppg_quality={ppg!r},")
+            add(f"motion_g={ft(motion) or fl(motion)}")
+        add(f"ppg_quality={ft(ppg) or fl(ppg)}")
         if skin is not None:
-            add(f"skin_temp_c={skin!r},")
+            add(f"skin_temp_c={ft(skin) or fl(skin)}")
         if spo2 is not None:
-            add(f"spo2_pct={spo2!r},")
-        return f"{series} {''.join(parts).replace('.0,', ',')[:-1]} {ts_ns}"
+            add(f"spo2_pct={ft(spo2) or fl(spo2)}")
+        return f"{series} {','.join(parts)} {ts_ns}"
 
     def reading_series(self, origin: Origin) -> str:
         """The series prefix of a bracelet's vitals readings (see `reading_line`)."""
@@ -454,6 +474,8 @@ class LineEncoder:
         """The lines of an edge's vitals batch: the batched hot path."""
         out = []
         cache = self._summary_series
+        ft = self._floats.get
+        fl = self.float_text
         site, home = origin.site, origin.home
         for reading in batch.readings:
             v = reading.__dict__
@@ -467,6 +489,8 @@ class LineEncoder:
             ts_ns = round(v["ts"] * 1000) * _NS_PER_MS
             hr, hr_max, hr_min = v["hr_bpm"], v["hr_max_bpm"], v["hr_min_bpm"]
             skin, spo2_min, spo2 = v["skin_temp_c"], v["spo2_min_pct"], v["spo2_pct"]
+            interval = v["interval_s"]
+            counts = f"n_readings={v['n_readings']}i,n_rejected={v['n_rejected']}i"
             if (
                 hr is not None
                 and hr_max is not None
@@ -476,31 +500,32 @@ class LineEncoder:
                 and spo2 is not None
                 and v["bp_systolic_mmhg"] is None
             ):
-                fields = (
-                    f"hr_bpm={hr!r},hr_max_bpm={hr_max!r},hr_min_bpm={hr_min!r},interval_s={v['interval_s']!r},"
-                    f"n_readings={v['n_readings']}i,n_rejected={v['n_rejected']}i,skin_temp_c={skin!r},"
-                    f"spo2_min_pct={spo2_min!r},spo2_pct={spo2!r},"
+                out.append(
+                    f"{series} hr_bpm={ft(hr) or fl(hr)},hr_max_bpm={ft(hr_max) or fl(hr_max)},"
+                    f"hr_min_bpm={ft(hr_min) or fl(hr_min)},interval_s={ft(interval) or fl(interval)},{counts},"
+                    f"skin_temp_c={ft(skin) or fl(skin)},spo2_min_pct={ft(spo2_min) or fl(spo2_min)},"
+                    f"spo2_pct={ft(spo2) or fl(spo2)} {ts_ns}"
                 )
-                out.append(f"{series} {fields.replace('.0,', ',')[:-1]} {ts_ns}")
                 continue
             parts: list[str] = []
             add = parts.append
             if v["bp_diastolic_mmhg"] is not None:
-                add(f"bp_diastolic_mmhg={v['bp_diastolic_mmhg']}i,")
+                add(f"bp_diastolic_mmhg={v['bp_diastolic_mmhg']}i")
             if v["bp_systolic_mmhg"] is not None:
-                add(f"bp_systolic_mmhg={v['bp_systolic_mmhg']}i,")
+                add(f"bp_systolic_mmhg={v['bp_systolic_mmhg']}i")
             if hr is not None:
-                add(f"hr_bpm={hr!r},")
+                add(f"hr_bpm={ft(hr) or fl(hr)}")
             if hr_max is not None:
-                add(f"hr_max_bpm={hr_max!r},")
+                add(f"hr_max_bpm={ft(hr_max) or fl(hr_max)}")
             if hr_min is not None:
-                add(f"hr_min_bpm={hr_min!r},")
-            add(f"interval_s={v['interval_s']!r},n_readings={v['n_readings']}i,n_rejected={v['n_rejected']}i,")
+                add(f"hr_min_bpm={ft(hr_min) or fl(hr_min)}")
+            add(f"interval_s={ft(interval) or fl(interval)}")
+            add(counts)
             if skin is not None:
-                add(f"skin_temp_c={skin!r},")
+                add(f"skin_temp_c={ft(skin) or fl(skin)}")
             if spo2_min is not None:
-                add(f"spo2_min_pct={spo2_min!r},")
+                add(f"spo2_min_pct={ft(spo2_min) or fl(spo2_min)}")
             if spo2 is not None:
-                add(f"spo2_pct={spo2!r},")
-            out.append(f"{series} {''.join(parts).replace('.0,', ',')[:-1]} {ts_ns}")
+                add(f"spo2_pct={ft(spo2) or fl(spo2)}")
+            out.append(f"{series} {','.join(parts)} {ts_ns}")
         return out

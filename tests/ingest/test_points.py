@@ -209,10 +209,13 @@ def _summaries(draw: Any) -> m.VitalsSummary:
     )
 
 
+SHARED = LineEncoder()  # one encoder across examples, as in the service: its caches fill up as they go
+
+
 @settings(max_examples=300)
 @given(_readings())
 def test_reading_line_matches_the_point(reading: m.VitalsReading) -> None:
-    encoder = LineEncoder()
+    encoder = SHARED
     [point] = points_for(TopicKind.DEVICE_VITALS, reading, DEVICE_ORIGIN)
     assert encoder.reading_line(encoder.reading_series(DEVICE_ORIGIN), reading) == to_line_protocol(point)
 
@@ -222,7 +225,7 @@ def test_reading_line_matches_the_point(reading: m.VitalsReading) -> None:
 def test_summary_lines_match_the_points(items: list[m.VitalsSummary]) -> None:
     batch = m.VitalsBatch(msg_id="m-1", seq=1, readings=tuple(items))
     expected = [to_line_protocol(p) for p in points_for(TopicKind.EDGE_VITALS, batch, EDGE_ORIGIN)]
-    encoder = LineEncoder()
+    encoder = SHARED
     assert encoder.summary_lines(EDGE_ORIGIN, batch) == expected
     assert encoder.lines(TopicKind.EDGE_VITALS, batch, EDGE_ORIGIN) == expected
 
@@ -237,3 +240,21 @@ def test_the_common_shapes_drop_the_zero_of_whole_floats_like_the_points_do() ->
     [summary] = encoder.summary_lines(EDGE_ORIGIN, batch)
     assert "interval_s=60,n_readings=58i,n_rejected=2i,skin_temp_c=33,spo2_min_pct=96,spo2_pct=97.2" in summary
     assert [summary] == [to_line_protocol(p) for p in points_for(TopicKind.EDGE_VITALS, batch, EDGE_ORIGIN)]
+
+
+def test_zero_and_negative_zero_keep_their_own_text() -> None:
+    """-0.0 == 0.0, so a cache keyed by value would write one for the other; line protocol writes "0" and "-0"."""
+    encoder = LineEncoder()
+    series = encoder.reading_series(DEVICE_ORIGIN)
+    for motion in (0.0, -0.0, 0.0, -0.0):
+        reading = m.VitalsReading(ts=T, hr_bpm=60.0, spo2_pct=97.0, skin_temp_c=33.0, ppg_quality=1.0, motion_g=motion)
+        point = points_for(TopicKind.DEVICE_VITALS, reading, DEVICE_ORIGIN)[0]
+        assert encoder.reading_line(series, reading) == to_line_protocol(point)
+
+
+def test_the_float_cache_stays_bounded() -> None:
+    encoder = LineEncoder()
+    encoder.float_cache_limit = 10
+    for k in range(25):
+        assert encoder.float_text(1.5 + k) == repr(1.5 + k)
+    assert len(encoder._floats) <= 10
