@@ -12,8 +12,9 @@ costlier stage runs only for candidate impacts:
    larger than those of the seconds before is a step or a clap among others; both are rejected without computing
    anything else (this keeps walking, jogging and clapping cheap); the limits are learned from the training falls;
 4. features, all independent of how the device is worn (magnitude, free-fall dip, impact peak and jerk, activity
-   before and after, stillness, change of the gravity vector's direction), then a logistic regression per
-   placement (`falls_model.json`, made by `edge/train_falls.py` from the shared WEDA-FALL and SisFall recordings);
+   before and after, stillness, change of the gravity vector's direction), then a score per placement, boosted
+   oblivious trees at the wrist and a logistic regression at the waist (`falls_model.json`, made by
+   `edge/train_falls.py` from the shared WEDA-FALL and SisFall recordings);
 5. a candidate whose score reaches the model's threshold is a `FallDetection`: impact time, confidence, the named
    features, and the signal from 10 s before the impact to the last sample seen. After a detection the detector
    keeps quiet for `refractory_s`, so one fall (its bounces, the struggle on the floor) gives one detection.
@@ -32,7 +33,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -307,9 +308,150 @@ def feature_extractor(settings: DetectorSettings, rate_hz: float) -> FeatureExtr
 # ---------------------------------------------------------------------------------------------------------------
 # model
 # ---------------------------------------------------------------------------------------------------------------
+def _rounded(values: npt.NDArray[Any], digits: int = 9) -> list[float]:
+    """Numbers for the parameters file: 9 significant digits by default, what float32 would keep."""
+    return [float(f"{v:.{digits}g}") for v in values.ravel()]
+
+
+@dataclass(frozen=True)
+class LogisticRegression:
+    """A linear score over the features: coef . (f - mean) / scale + intercept."""
+
+    mean: Array
+    scale: Array
+    coef: Array
+    intercept: float
+
+    KIND = "logistic regression"
+
+    def check(self, n_features: int) -> None:
+        """Raise ValueError unless the parameters fit `n_features` features."""
+        for name in ("mean", "scale", "coef"):
+            if getattr(self, name).shape != (n_features,):
+                raise ValueError(f"the logistic regression's {name} must have {n_features} values")
+
+    def score(self, vector: Array) -> float:
+        """The logit of one feature vector."""
+        return float(((vector - self.mean) / self.scale) @ self.coef) + self.intercept
+
+    def scores(self, rows: Array) -> Array:
+        """The logits of (n, d) feature rows."""
+        return np.asarray(((rows - self.mean) / self.scale) @ self.coef + self.intercept, dtype=np.float64)
+
+    def to_json(self) -> dict[str, Any]:
+        """The parameters as a JSON object."""
+        return {
+            "kind": self.KIND,
+            "mean": _rounded(self.mean),
+            "scale": _rounded(self.scale),
+            "coef": _rounded(self.coef),
+            "intercept": float(f"{self.intercept:.9g}"),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LogisticRegression:
+        """Parameters from their JSON object."""
+        return cls(
+            mean=np.asarray(data["mean"], dtype=np.float64),
+            scale=np.asarray(data["scale"], dtype=np.float64),
+            coef=np.asarray(data["coef"], dtype=np.float64),
+            intercept=float(data["intercept"]),
+        )
+
+
+@dataclass(frozen=True)
+class ObliviousTrees:
+    """Boosted oblivious decision trees: a sum of small trees that each ask the same `depth` questions of every
+    candidate, "is feature `split_feature[t, l]` at least `split_value[t, l]`?", and add the leaf value that the
+    answers pick (the answers read as a binary number, the first question the most significant bit).
+
+    Every tree answers with a handful of numpy operations for the whole ensemble, a few microseconds per scored
+    candidate; 150 trees of depth 4 are 3,600 numbers (about 29 KB as float64).
+    """
+
+    split_feature: npt.NDArray[np.intp]  # (trees, depth)
+    split_value: Array  # (trees, depth)
+    leaf_value: Array  # (trees, 2 ** depth)
+    base: float  # added to the sum of the leaves
+    # flat copies for the scoring path: features and values of every split, the leaves, the weight of each answer
+    # in a leaf's number, and where each tree's leaves start in the flat array
+    _features: npt.NDArray[np.intp] = field(init=False, repr=False, compare=False)
+    _values: Array = field(init=False, repr=False, compare=False)
+    _leaves: Array = field(init=False, repr=False, compare=False)
+    _bits: npt.NDArray[np.intp] = field(init=False, repr=False, compare=False)
+    _offsets: npt.NDArray[np.intp] = field(init=False, repr=False, compare=False)
+
+    KIND = "boosted oblivious trees"
+
+    def __post_init__(self) -> None:
+        trees, depth = self.split_feature.shape
+        if self.split_value.shape != (trees, depth) or self.leaf_value.shape != (trees, 1 << depth):
+            raise ValueError("the trees' split values must match their split features, with 2 ** depth leaves each")
+        object.__setattr__(self, "_features", self.split_feature.ravel())
+        object.__setattr__(self, "_values", self.split_value.ravel())
+        object.__setattr__(self, "_leaves", self.leaf_value.ravel())
+        object.__setattr__(self, "_bits", (1 << np.arange(depth - 1, -1, -1)).astype(np.intp))
+        object.__setattr__(self, "_offsets", np.arange(trees, dtype=np.intp) << depth)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(trees, depth)."""
+        trees, depth = self.split_feature.shape
+        return trees, depth
+
+    def check(self, n_features: int) -> None:
+        """Raise ValueError unless every split asks about one of `n_features` features."""
+        used = self.split_feature
+        if used.size and not 0 <= int(used.min()) <= int(used.max()) < n_features:
+            raise ValueError(f"the trees split on features outside the {n_features} the model has")
+
+    def score(self, vector: Array) -> float:
+        """The logit of one feature vector."""
+        answers = (vector[self._features] >= self._values).reshape(self.split_feature.shape)
+        leaves = answers @ self._bits + self._offsets
+        return float(self._leaves[leaves].sum()) + self.base
+
+    def scores(self, rows: Array) -> Array:
+        """The logits of (n, d) feature rows."""
+        answers = rows[:, self.split_feature] >= self.split_value  # (n, trees, depth)
+        leaves = answers @ self._bits + self._offsets
+        return np.asarray(self._leaves[leaves].sum(axis=1) + self.base, dtype=np.float64)
+
+    def to_json(self) -> dict[str, Any]:
+        """The parameters as a JSON object (the trainer picks split values that 9 significant digits hold)."""
+        return {
+            "kind": self.KIND,
+            "split_feature": self.split_feature.tolist(),
+            "split_value": [_rounded(row) for row in self.split_value],
+            "leaf_value": [_rounded(row, 6) for row in self.leaf_value],  # a millionth of a logit is plenty
+            "base": float(f"{self.base:.9g}"),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ObliviousTrees:
+        """Parameters from their JSON object."""
+        features = np.asarray(data["split_feature"], dtype=np.intp)
+        values = np.asarray(data["split_value"], dtype=np.float64)
+        leaves = np.asarray(data["leaf_value"], dtype=np.float64)
+        depth = features.shape[1] if features.ndim == 2 else 0
+        return cls(
+            split_feature=features.reshape(-1, depth),
+            split_value=values.reshape(-1, depth),
+            leaf_value=leaves.reshape(-1, 1 << depth),
+            base=float(data["base"]),
+        )
+
+
+Scorer = LogisticRegression | ObliviousTrees
+_SCORERS: dict[str, type[LogisticRegression] | type[ObliviousTrees]] = {
+    LogisticRegression.KIND: LogisticRegression,
+    ObliviousTrees.KIND: ObliviousTrees,
+}
+
+
 @dataclass(frozen=True)
 class FallModel:
-    """A placement's logistic regression over the features: score = coef . (f - mean) / scale + intercept.
+    """A placement's score over the features: a logistic regression or boosted oblivious trees (`scorer`).
 
     Two gates, learned from the training falls, reject a candidate before its features are computed: the std of
     |a| from 1.5 s after the impact above `max_late_std_g` (still moving hard), or a peak below `min_peak_over_pre`
@@ -322,26 +464,23 @@ class FallModel:
     rate_hz: float
     settings: DetectorSettings
     feature_names: tuple[str, ...]
-    mean: Array
-    scale: Array
-    coef: Array
-    intercept: float
+    scorer: Scorer
     threshold: float
     max_late_std_g: float
     min_peak_over_pre: float
     trained_on: Mapping[str, Any]
 
     def __post_init__(self) -> None:
-        n = len(self.feature_names)
         if self.feature_names != feature_names(self.settings):
             raise ValueError(f"the {self.placement} model's features are not the ones its settings produce")
-        for name in ("mean", "scale", "coef"):
-            if getattr(self, name).shape != (n,):
-                raise ValueError(f"the {self.placement} model's {name} must have {n} values")
+        try:
+            self.scorer.check(len(self.feature_names))
+        except ValueError as exc:
+            raise ValueError(f"the {self.placement} model: {exc}") from None
 
     def score(self, vector: Array) -> float:
         """The logit of one feature vector."""
-        return float(((vector - self.mean) / self.scale) @ self.coef) + self.intercept
+        return self.scorer.score(vector)
 
     @classmethod
     def untrained(cls, placement: Placement, rate_hz: float = 50.0) -> FallModel:
@@ -349,25 +488,17 @@ class FallModel:
         settings = DEFAULT_SETTINGS[placement]
         names = feature_names(settings)
         zeros = np.zeros(len(names))
-        return cls(
-            placement, rate_hz, settings, names, zeros, np.ones(len(names)), zeros, 0.0, math.inf, math.inf, 0.0, {}
-        )
+        scorer = LogisticRegression(zeros, np.ones(len(names)), zeros, 0.0)
+        return cls(placement, rate_hz, settings, names, scorer, math.inf, math.inf, 0.0, {})
 
     def to_json(self) -> dict[str, Any]:
-        """The model as a JSON object (numbers rounded to what float32 would keep, plenty for a logit)."""
-
-        def r(values: Array) -> list[float]:
-            return [float(f"{v:.9g}") for v in values]
-
+        """The model as a JSON object."""
         return {
             "placement": self.placement,
             "rate_hz": self.rate_hz,
             "settings": self.settings.to_json(),
             "features": list(self.feature_names),
-            "mean": r(self.mean),
-            "scale": r(self.scale),
-            "coef": r(self.coef),
-            "intercept": float(f"{self.intercept:.9g}"),
+            "scorer": self.scorer.to_json(),
             "threshold": float(f"{self.threshold:.9g}"),
             "max_late_std_g": float(f"{self.max_late_std_g:.9g}"),
             "min_peak_over_pre": float(f"{self.min_peak_over_pre:.9g}"),
@@ -380,15 +511,15 @@ class FallModel:
         placement = data["placement"]
         if placement not in ("wrist", "waist"):
             raise ValueError(f"placement must be wrist or waist, not {placement!r}")
+        kind = data["scorer"]["kind"]
+        if kind not in _SCORERS:
+            raise ValueError(f"the {placement} model's scorer must be one of {sorted(_SCORERS)}, not {kind!r}")
         return cls(
             placement=placement,
             rate_hz=float(data["rate_hz"]),
             settings=DetectorSettings(**data["settings"]),
             feature_names=tuple(data["features"]),
-            mean=np.asarray(data["mean"], dtype=np.float64),
-            scale=np.asarray(data["scale"], dtype=np.float64),
-            coef=np.asarray(data["coef"], dtype=np.float64),
-            intercept=float(data["intercept"]),
+            scorer=_SCORERS[kind].from_json(data["scorer"]),
             threshold=float(data["threshold"]),
             max_late_std_g=float(data["max_late_std_g"]),
             min_peak_over_pre=float(data["min_peak_over_pre"]),

@@ -25,7 +25,7 @@ from careloop.cli import cli
 from careloop.codec import decode, encode
 from careloop.testing.service_fixtures import require_falls_dataset
 from edge.eval import METRIC_KEYS, TrialOutcome, summarise
-from edge.falls import MODEL_PATH, FallDetector, FallModel, fall_event, shipped_model
+from edge.falls import MODEL_PATH, FallDetector, FallModel, ObliviousTrees, fall_event, shipped_model
 from edge.models import FallDetection, Placement, event_id
 from edge.train_falls import build_models, differences
 from simulators.motion import FALL_SEGMENT_S, MotionSynth, impact_time
@@ -289,6 +289,28 @@ def test_a_model_is_for_one_placement_rate_and_feature_layout() -> None:
         FallModel.from_json({**data, "features": data["features"][::-1]})
     with pytest.raises(ValueError, match="shape"):
         FallDetector("wrist").update(np.zeros((10, 2)), T0)
+
+
+def test_boosted_trees_add_the_leaves_their_answers_pick() -> None:
+    # two trees of depth 2 over 3 features; the first answer is the most significant bit of the leaf's number
+    trees = ObliviousTrees(
+        split_feature=np.array([[0, 2], [1, 1]]),
+        split_value=np.array([[0.5, -1.0], [2.0, 3.0]]),
+        leaf_value=np.array([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]]),
+        base=0.25,
+    )
+    rows = np.array([[0.0, 0.0, 0.0], [0.5, 2.5, -2.0], [1.0, 3.0, -1.0]])
+    # row 0: tree 1 answers (no, yes) -> leaf 1; tree 2 (no, no) -> leaf 0
+    # row 1: (yes, no) -> 2; (yes, no) -> 2.  row 2: (yes, yes) -> 3; (yes, yes) -> 3
+    expected = [2.0 + 10.0 + 0.25, 3.0 + 30.0 + 0.25, 4.0 + 40.0 + 0.25]
+    assert [trees.score(row) for row in rows] == expected
+    assert trees.scores(rows).tolist() == expected
+    assert ObliviousTrees.from_json(trees.to_json()).scores(rows).tolist() == expected
+    with pytest.raises(ValueError, match="leaves"):
+        ObliviousTrees(trees.split_feature, trees.split_value, trees.leaf_value[:, :3], 0.0)
+    wrist = shipped_model("wrist").to_json()
+    with pytest.raises(ValueError, match="outside"):
+        FallModel.from_json({**wrist, "scorer": {**trees.to_json(), "split_feature": [[0, 99], [1, 1]]}})
 
 
 def test_scores_follow_their_definitions() -> None:
