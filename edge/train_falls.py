@@ -384,7 +384,7 @@ def _method(kind: str) -> str:
     if kind == ObliviousTrees.KIND:
         return (
             f"{TREES} boosted oblivious trees of depth {TREE_DEPTH}, class-balanced log-loss, rate {TREE_RATE}, "
-            f"l2={TREE_L2}, at most {TREE_BINS - 1} split values per feature"
+            f"l2={TREE_L2}, at most {TREE_BINS - 1} split values per feature, {len(TREE_SIGNS)} feature directions held"
         )
     return f"logistic regression, class-balanced, l2={L2}, {len(COEF_SIGNS)} coefficient signs fixed"
 
