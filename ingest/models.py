@@ -23,17 +23,18 @@ class IngestConfig(BaseModel):
     )
     group: Identifier = Field("ingest", description="shared subscription group: processes in it split the messages")
     batch_points: Annotated[int, Field(ge=1, le=100_000)] = Field(
-        10_000, description="a batch is written when it holds this many points (InfluxDB: >= 10,000 is cheapest)"
+        20_000,
+        description="a batch is written when it holds this many points (or a quarter of receive_maximum messages)",
     )
     batch_delay_s: Annotated[float, Field(gt=0, le=60)] = Field(
         0.2, description="... or when its first message is this old"
     )
-    write_concurrency: Annotated[int, Field(ge=1, le=64)] = Field(2, description="batches written at once")
+    write_concurrency: Annotated[int, Field(ge=1, le=64)] = Field(3, description="batches written at once")
     max_pending_points: Annotated[int, Field(ge=1)] = Field(
-        200_000, description="points in memory before reading from the broker pauses (resumes at half)"
+        300_000, description="points in memory before reading from the broker pauses (resumes at half)"
     )
     receive_maximum: Annotated[int, Field(ge=1, le=65_535)] = Field(
-        50_000, description="unacknowledged messages the broker may send at once"
+        60_000, description="unacknowledged messages the broker may send at once"
     )
     spool_dir: Path = Field(Path("ingest-spool"), description="where the spool file lives (one per client id)")
     direct_retries: Annotated[int, Field(ge=0, le=20)] = Field(

@@ -6,7 +6,7 @@ Flow, all on one event loop:
    subscription, and hands them over a list per socket read (`_on_messages`).
 2. Each message is validated against the wire contract (pydantic-core, one pass) and turned into lines of line
    protocol (`ingest.points`), appended to the open batch with its packet id. A batch is sealed when it holds
-   `batch_points` points or its first message is `batch_delay_s` old.
+   `batch_points` points, or a quarter of `receive_maximum` messages, or its first message is `batch_delay_s` old.
 3. `write_concurrency` writer tasks store sealed batches: straight to InfluxDB (`careloop.influx.InfluxClient`), or,
    while InfluxDB is down or slow, to the local spool (`ingest.spool`). The replay task writes the spool back to
    InfluxDB oldest first, and when it is empty new batches go to InfluxDB directly again.
@@ -120,6 +120,9 @@ class IngestService:
             "max_age_s": DEFAULT_MAX_AGE_S,
         }
         self._routes: dict[bytes, _Route] = {}
+        # A batch holds at most a quarter of the broker's window of unacknowledged messages, so that the broker keeps
+        # sending while up to three batches are being written (one reading a message: the cap; edge batches: points).
+        self._max_batch_messages = max(1, config.receive_maximum // 4)
         self._session = 0
         self._client: MqttClient | None = None
         self._batch: Batch | None = None
@@ -268,6 +271,7 @@ class IngestService:
         routes = self._routes
         encoder = self._encoder
         limit = self.config.batch_points
+        max_messages = self._max_batch_messages
         pids = batch.pids
         lines = batch.lines
         for topic, payload, pid in received:
@@ -300,7 +304,7 @@ class IngestService:
                     lines += encoder.lines(route.topic.kind, message, route.origin)
                 except NoTimestamp:
                     self.stats.count(self.stats.skipped, "no_timestamp")
-            if len(lines) >= limit:
+            if len(lines) >= limit or len(pids) >= max_messages:
                 batch = self._open_batch(session)
                 pids = batch.pids
                 lines = batch.lines

@@ -78,12 +78,14 @@ async def running(
     """An IngestService running as a task; stopped gracefully (or, with drain=False, cancelled) at the end."""
     settings = CareloopSettings(mqtt=MqttSettings(url=broker.url, topic_root=root), influx=influx, site_id="test")
     options = IngestConfig(
-        client_id=client_id or f"{root}-ingest",
-        spool_dir=spool_dir,
-        batch_delay_s=0.05,
-        replay_interval_s=0.2,
-        metrics_port=0,
-        **config,
+        **{
+            "client_id": client_id or f"{root}-ingest",
+            "spool_dir": spool_dir,
+            "batch_delay_s": 0.05,
+            "replay_interval_s": 0.2,
+            "metrics_port": 0,
+            **config,
+        }
     )
     async with (
         InfluxClient.from_settings(
@@ -455,3 +457,27 @@ def test_the_examples_cover_every_stored_kind() -> None:
         kind = TopicTree("r").parse(topic).kind
         SPECS[kind].model.model_validate_json(payload)
         assert encode(SPECS[kind].model.model_validate_json(payload))
+
+
+async def test_a_batch_holds_at_most_a_quarter_of_the_receive_window(
+    mosquitto: Mosquitto,
+    influx_db: InfluxTestDatabase,
+    topic_root: str,
+    tmp_path: Path,
+    make_readings: Readings,
+    wait_until: Wait,
+) -> None:
+    """With a window of 40 messages, batches of 10 go out at once, whatever batch_points and batch_delay_s say."""
+    async with running(
+        mosquitto,
+        influx_db.settings(),
+        topic_root,
+        tmp_path,
+        receive_maximum=40,
+        batch_points=1000,
+        batch_delay_s=60,
+    ) as service:
+        await publish(mosquitto, make_readings(topic_root, 25))
+        await wait_until(lambda: service.stats.written == 20, timeout_s=20, what="two full batches of 10")
+        assert service.current_stats().queue_points == 5  # the last five wait for their batch to fill or age
+    assert service.stats.written == 25  # stopping writes what was left
