@@ -1,6 +1,6 @@
 """Score the fall detector on recorded trials exactly as the agent runs it: one-second chunks, one detector per trial.
 
-A dataset is a folder in the shared fall-data format (`trials.csv` + `trials/`, see `simulators.replay`). Every
+A dataset is a folder in the shared fall-data format (`trials.csv` + `trials/`, see `careloop.recordings`). Every
 trial streams through `edge.falls.FallDetector` in the chunks MQTT delivers (one AccelBatch per second, the last
 one shorter), starting from a fresh detector. A fall trial counts as detected when the detector fires at least once
 in it; every firing in a daily-activity trial is a false alarm.
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from careloop.recordings import TRIALS_CSV, TrialInfo, read_samples, read_trials
 from edge.models import FallDetector, Placement
-from simulators.replay import TRIALS_CSV, TrialInfo, read_samples, read_trials
 
 Array = npt.NDArray[np.float64]
 #: Where each trial's stream starts (2026-09-21): any time the wire contract accepts would do.

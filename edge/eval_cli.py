@@ -40,8 +40,8 @@ def falls(data: Path, as_json: bool, placement: str, cv: bool) -> None:
     Without --cv the shipped model is scored on these recordings (in-sample for the shared data it was trained
     on); with --cv every subject is scored by a model trained without them.
     """
+    from careloop.recordings import RecordingError
     from edge.eval import DatasetError, evaluate, find_datasets, format_table
-    from simulators.replay import RecordingError
 
     try:
         folders = find_datasets(data)

@@ -46,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize
 
+from careloop.recordings import TRIALS_CSV, TrialInfo, read_samples, read_trials
 from edge.eval import (
     TRIAL_T0,
     TrialOutcome,
@@ -68,7 +69,6 @@ from edge.falls import (
     read_models,
 )
 from edge.models import Placement
-from simulators.replay import TRIALS_CSV, TrialInfo, read_samples, read_trials  # the recordings' one reader
 
 Array = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]

@@ -125,7 +125,8 @@ def run_scenario(
     accel_override = None
     recording = None
     if replay is not None:
-        from simulators.replay import RecordingError, open_recording, replay_source
+        from careloop.recordings import RecordingError
+        from simulators.replay import open_recording, replay_source
 
         try:
             recording = open_recording(replay)

@@ -23,13 +23,13 @@ from click.testing import CliRunner
 from careloop import messages as m
 from careloop.cli import cli
 from careloop.codec import decode, encode
+from careloop.recordings import TRIALS_CSV, TrialInfo, find_trial, read_samples
 from careloop.testing.service_fixtures import require_falls_dataset
 from edge.eval import METRIC_KEYS, TrialOutcome, summarise
 from edge.falls import MODEL_PATH, FallDetector, FallModel, ObliviousTrees, fall_event, shipped_model
 from edge.models import FallDetection, Placement, event_id
 from edge.train_falls import build_models, differences
 from simulators.motion import FALL_SEGMENT_S, MotionSynth, impact_time
-from simulators.replay import TRIALS_CSV, TrialInfo, find_trial, read_samples
 from simulators.timeline import Activity, FallKind, Posture, Segment, Timeline
 
 Array = npt.NDArray[np.float64]

@@ -30,6 +30,7 @@ import pytest
 
 from careloop.codec import decode, encode
 from careloop.messages import ACCEL_LIMIT_G, AccelBatch
+from careloop.recordings import read_samples, read_trials
 from careloop.testing.service_fixtures import require_falls_dataset
 from careloop.topics import TopicKind
 from simulators.motion import (
@@ -42,7 +43,6 @@ from simulators.motion import (
     accel_batch,
     impact_time,
 )
-from simulators.replay import read_samples, read_trials
 from simulators.timeline import Activity, FallKind, Posture, Segment, Timeline
 
 Array = npt.NDArray[np.float64]

@@ -10,18 +10,11 @@ import pytest
 
 from careloop.codec import decode, encode
 from careloop.messages import AccelBatch
+from careloop.recordings import RecordingError, read_trials
 from careloop.testing.service_fixtures import require_falls_dataset
 from careloop.topics import TopicKind
 from simulators.emission import Emission
-from simulators.replay import (
-    Recording,
-    RecordingError,
-    ReplayAccel,
-    open_recording,
-    read_samples,
-    read_trials,
-    replay_source,
-)
+from simulators.replay import Recording, ReplayAccel, open_recording, replay_source
 
 T0 = 1_790_000_000.0
 
@@ -110,24 +103,6 @@ def test_a_lone_csv_plays_at_the_given_rate(tmp_path: Path) -> None:
     last = messages[-1]
     assert isinstance(last, AccelBatch)
     assert last.samples_g[-1] == (16.0, 0.0, 0.0)  # clipped to the sensor range
-
-
-@pytest.mark.parametrize(
-    ("content", "problem"),
-    [
-        ("x,y,z\n0,0,1\n", "header"),
-        ("ax,ay,az\n0,0\n", "three"),
-        ("ax,ay,az\n0,0,nan\n", "NaN"),
-        ("ax,ay,az\n0,zero,1\n", "three"),
-    ],
-)
-def test_a_malformed_recording_is_refused(tmp_path: Path, content: str, problem: str) -> None:
-    path = tmp_path / "bad.csv"
-    path.write_text(content)
-    with pytest.raises(RecordingError, match=problem):
-        read_samples(path)
-    with pytest.raises(RecordingError, match="cannot read"):
-        read_samples(tmp_path / "missing.csv")
 
 
 def test_a_batch_must_be_a_whole_number_of_samples() -> None:
