@@ -129,6 +129,30 @@ class DatabaseSettings(_Section):
         return value
 
 
+class AlertsSettings(_Section):
+    """The alerts service: its rule and escalation files, the web console's address, and the notification channels."""
+
+    rules_file: Path | None = Field(None, description="TOML rule set; the packaged default when unset")
+    escalation_file: Path | None = Field(None, description="TOML escalation policy; the packaged default when unset")
+    console_url: str = Field("http://127.0.0.1:8000", description="the web console, for links in notifications")
+    client_id: Annotated[str, Field(pattern=ID_PATTERN)] = "careloop-alerts"
+    receive_maximum: Annotated[int, Field(ge=1, le=65_535)] = 2000
+    smtp_host: str | None = Field(None, description="SMTP relay for e-mail; no e-mail channel when unset")
+    smtp_port: Annotated[int, Field(ge=1, le=65_535)] = 25
+    smtp_sender: str = "careloop@localhost"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    webhook_url: str | None = Field(None, description="SMS / messaging gateway; no webhook channel when unset")
+    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key the gateway verifies")
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> Self:
+        if self.webhook_url is not None and self.webhook_secret is None:
+            raise ValueError("webhook_url needs a webhook_secret (deliveries are signed)")
+        return self
+
+
 class CareloopSettings(BaseSettings):
     """Everything a careloop process can be configured with."""
 
@@ -142,6 +166,7 @@ class CareloopSettings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     influx: InfluxSettings = InfluxSettings()
     database: DatabaseSettings = DatabaseSettings()
+    alerts: AlertsSettings = AlertsSettings()
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Self:
@@ -152,6 +177,8 @@ class CareloopSettings(BaseSettings):
             ("mqtt.password", self.mqtt.password),
             ("influx.password", self.influx.password),
             ("influx.token", self.influx.token),
+            ("alerts.smtp_password", self.alerts.smtp_password),
+            ("alerts.webhook_secret", self.alerts.webhook_secret),
         ):
             if secret is not None and secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
                 problems.append(f"{name} is a placeholder; set a real secret")
