@@ -281,12 +281,17 @@ class DeliveryStatus(enum.StrEnum):
 
 
 class DeliveryError(Exception):
-    """A channel could not deliver a notification; ``transient`` failures are retried with backoff."""
+    """A channel could not deliver a notification; ``transient`` failures are retried with backoff.
 
-    def __init__(self, detail: str, *, transient: bool) -> None:
+    ``retry_after_s``, when set, is how long the channel asked us to wait (an HTTP gateway's Retry-After): the
+    next attempt should come no sooner.
+    """
+
+    def __init__(self, detail: str, *, transient: bool, retry_after_s: float | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.transient = transient
+        self.retry_after_s = retry_after_s
 
 
 class Notifier(Protocol):
