@@ -9,6 +9,7 @@ because the paperwork is behind.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -54,6 +55,11 @@ class Snapshot:
     wearables: dict[str, tuple[str, ...]] = field(default_factory=dict)  # resident -> their wearable devices
 
 
+def condition_key(text: str) -> str:
+    """A health record's condition as rule files name it: "Atrial fibrillation" -> "atrial_fibrillation"."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
 def _age(birth: dt.date | None, today: dt.date) -> int | None:
     if birth is None:
         return None
@@ -91,7 +97,7 @@ def load_snapshot(registry: Registry, *, today: dt.date | None = None) -> Snapsh
                 resident_id=resident.code,
                 home_id=home.code,
                 status=resident.status.value,
-                conditions=tuple(hp.conditions) if hp else (),
+                conditions=tuple(condition_key(c) for c in hp.conditions) if hp else (),
                 spo2_scale=hp.spo2_scale if hp else 1,
                 hr_min_bpm=_f(hp.hr_min_bpm) if hp else None,
                 hr_max_bpm=_f(hp.hr_max_bpm) if hp else None,
