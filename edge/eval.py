@@ -1,9 +1,10 @@
 """Score the fall detector on recorded trials exactly as the agent runs it: one-second chunks, one detector per trial.
 
 A dataset is a folder in the shared fall-data format (`trials.csv` + `trials/`, see `careloop.recordings`). Every
-trial streams through `edge.falls.FallDetector` in the chunks MQTT delivers (one AccelBatch per second, the last
-one shorter), starting from a fresh detector. A fall trial counts as detected when the detector fires at least once
-in it; every firing in a daily-activity trial is a false alarm.
+trial streams through the detector the agent builds for its placement and rate (`edge.falls.fall_detector`: the
+`FallDetector` itself at the models' 50 Hz, behind a resampler at any other rate) in the chunks MQTT delivers (one
+AccelBatch per second, the last one shorter), starting from a fresh detector. A fall trial counts as detected when
+the detector fires at least once in it; every firing in a daily-activity trial is a false alarm.
 
 Latency is the first detection's `detected_ts` minus the impact: the largest |a| inside the annotated fall
 (`fall_start_s`..`fall_end_s`, WEDA-FALL), or, without annotation (SisFall), the largest |a| of the whole trial.
@@ -125,9 +126,9 @@ DetectorFactory = Callable[[Placement, float], FallDetector]
 
 
 def _shipped_detector(placement: Placement, rate_hz: float) -> FallDetector:
-    from edge.falls import FallDetector as Detector
+    from edge.falls import fall_detector
 
-    return Detector(placement, rate_hz)
+    return fall_detector(placement, rate_hz)
 
 
 def run_dataset(

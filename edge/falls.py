@@ -43,6 +43,7 @@ import numpy.typing as npt
 
 from careloop import messages as m
 from edge.models import FallDetection, Placement
+from edge.resample import StreamResampler
 
 Array = npt.NDArray[np.float64]
 
@@ -727,7 +728,38 @@ class FallDetector:
             features={name: value for name, value in features.items() if math.isfinite(value)},
             clip_t0=self._time(first),
             clip_g=clip,
+            clip_rate_hz=self.rate_hz,
         )
+
+
+class ResampledFallDetector:
+    """A `FallDetector` for a device sampling at another rate than its model's: each chunk is resampled to the
+    model's rate as it arrives (`edge.resample.StreamResampler`: anti-alias FIR when faster, linear interpolation),
+    then fed to the detector. Times stay the device's; a detection's clip is at the model's rate
+    (`FallDetection.clip_rate_hz`), and a faster device's detections come the filter's 0.2 s later.
+    """
+
+    def __init__(self, detector: FallDetector, rate_hz: float) -> None:
+        self.detector = detector
+        self.rate_hz = rate_hz
+        self.resampler = StreamResampler(rate_hz, detector.rate_hz)
+
+    def update(self, samples: npt.NDArray[np.float64], t0: float) -> list[FallDetection]:
+        """Feed (n, 3) samples in g at the device's rate, the first taken at t0; return the falls decided."""
+        resampled, first_t = self.resampler.push(samples, t0)
+        if not len(resampled):
+            return []
+        return self.detector.update(resampled, first_t)
+
+
+def fall_detector(placement: Placement, rate_hz: float) -> FallDetector | ResampledFallDetector:
+    """The shipped detector of a placement for a device sampling at `rate_hz`: at the model's own rate it is the
+    detector itself, at any other the detector behind a resampler."""
+    model = shipped_model(placement)
+    detector = FallDetector(placement, model.rate_hz, model)
+    if abs(rate_hz - model.rate_hz) <= 1e-6:
+        return detector
+    return ResampledFallDetector(detector, rate_hz)
 
 
 def fall_event(
@@ -736,12 +768,12 @@ def fall_event(
     event_id: str,
     device_id: str,
     placement: Placement,
-    rate_hz: float = 50.0,
     resident_id: str | None = None,
 ) -> m.FallEvent:
     """The wire event of a wearable's detection, its clip included (rounded to 0.1 mg, within the sensor range)."""
     values = np.round(np.clip(detection.clip_g[: m.MAX_CLIP_SAMPLES], -m.ACCEL_LIMIT_G, m.ACCEL_LIMIT_G), 4)
-    clip = m.AccelClip(t0=detection.clip_t0, rate_hz=rate_hz, samples_g=tuple((a, b, c) for a, b, c in values.tolist()))
+    samples = tuple((a, b, c) for a, b, c in values.tolist())
+    clip = m.AccelClip(t0=detection.clip_t0, rate_hz=detection.clip_rate_hz, samples_g=samples)
     return m.FallEvent(
         event_id=event_id,
         ts=detection.detected_ts,

@@ -83,11 +83,13 @@ class FallDetection:
     confidence: float  # 0..1
     features: dict[str, float]  # the values that decided it (names: lower_snake_case, <= 48 chars)
     clip_t0: float  # time of the first clip sample
-    clip_g: npt.NDArray[np.float64]  # (n, 3) samples around the impact, g, at the detector's rate
+    clip_g: npt.NDArray[np.float64]  # (n, 3) samples around the impact, g, at `clip_rate_hz`
+    clip_rate_hz: float  # the detector's rate (a detector that resamples the device's signal gives its own)
 
 
 class FallDetector(Protocol):
-    """A streaming fall detector for one device; bounded memory, fed consecutive chunks of samples."""
+    """A streaming fall detector for one device; bounded memory, fed consecutive chunks of samples at the rate it
+    was made for."""
 
     def update(self, samples: npt.NDArray[np.float64], t0: float) -> list[FallDetection]:
         """Feed (n, 3) samples in g, the first taken at t0; return the falls decided with this chunk."""

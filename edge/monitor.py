@@ -1,6 +1,6 @@
 """The per-home monitor: routes one home's decoded device messages to its detectors and collects what they raise.
 
-    monitor = HomeMonitor(config, fall_detector=edge.falls.FallDetector)   # a factory: placement -> detector
+    monitor = HomeMonitor(config, fall_detector=edge.falls.fall_detector)  # a factory: (placement, rate) -> detector
     outputs = monitor.on_message(topic, message, now)   # every decoded device message, as it arrives
     outputs = monitor.tick(now)                          # about once a second
 
@@ -10,9 +10,11 @@ so one process can run thousands of homes.
 
 Routing, by stream:
 - `sos`, `ok`: a `SosEvent` / `OkEvent` at once.
-- `accel`: the wearable's `FallDetector` (one per bracelet or belt, from the factory; a new one after a gap in
-  the stream or after the device was taken off, since detectors expect consecutive chunks); its falls go through
-  `FallFusion`. The batch also tells whether the wearer walks about (inactivity).
+- `accel`: the wearable's `FallDetector` (one per bracelet or belt, from the factory, for the batch's sample rate;
+  a new one after a gap in the stream or after the device was taken off, since detectors expect consecutive
+  chunks, and when the device's rate changes); its falls go through `FallFusion`. The shipped factory
+  (`edge.falls.fall_detector`) resamples a device that does not sample at the model's 50 Hz. The batch also
+  tells whether the wearer walks about (inactivity).
 - `vitals`: `edge.vitals.VitalsSummarizer` per wearable; heavy `motion_g` also counts as movement.
 - `gps`: `edge.geofence.Geofence` per wearable (when the home has a zone).
 - `battery`, `wear`, `availability`, and every message's arrival: `edge.health.DeviceHealthTracker`.
@@ -54,7 +56,8 @@ from edge.infrared import (
 from edge.models import DeviceConfig, FallDetection, FallDetector, HomeConfig, Outputs, Placement, event_id
 from edge.vitals import VitalsSummarizer
 
-FallDetectorFactory = Callable[[Placement], FallDetector]
+#: Makes the fall detector of a wearable: its placement and the rate its accelerometer samples at (Hz).
+FallDetectorFactory = Callable[[Placement, float], FallDetector]
 WearableSource = Literal["bracelet", "belt"]
 
 #: Walking-level movement of a wearable: the standard deviation of |a| over a batch (1 s) at or above this, for
@@ -116,7 +119,6 @@ class WearableFall:
     source: WearableSource
     placement: Placement
     detection: FallDetection
-    rate_hz: float
     room: str | None  # where the person probably is (recent PIR motion)
 
 
@@ -250,9 +252,11 @@ def clean_features(features: Mapping[str, float], limit: int = _MAX_FEATURES) ->
     return out
 
 
-def accel_clip(detection: FallDetection, rate_hz: float) -> m.AccelClip | None:
+def accel_clip(detection: FallDetection) -> m.AccelClip | None:
     """The detection's clip as the contract carries it: 0.1 mg steps, within the sensor range, at most
-    `MAX_CLIP_SAMPLES` (centred on the impact when longer). None when there is nothing usable."""
+    `MAX_CLIP_SAMPLES` (centred on the impact when longer), at the detector's rate. None when there is nothing
+    usable."""
+    rate_hz = detection.clip_rate_hz
     samples = np.asarray(detection.clip_g, dtype=np.float64)
     if samples.ndim != 2 or samples.shape[1] != 3 or len(samples) == 0 or not np.isfinite(samples).all():
         return None
@@ -285,7 +289,7 @@ def wearable_event(fall: WearableFall, now: float) -> m.FallEvent:
         placement=fall.placement,
         sources=(fall.source,),
         features=clean_features(d.features),
-        clip=accel_clip(d, fall.rate_hz),
+        clip=accel_clip(d),
     )
 
 
@@ -323,7 +327,7 @@ def fused_event(wearable: WearableFall, thermal: ThermalFall, now: float) -> m.F
         placement=wearable.placement,
         sources=(wearable.source, "thermal"),
         features=features,
-        clip=accel_clip(d, wearable.rate_hz),
+        clip=accel_clip(d),
     )
 
 
@@ -581,7 +585,7 @@ class HomeMonitor:
             or message.t0 - expected > ACCEL_GAP_S
             or rate != wearable.rate_hz
         ):
-            wearable.detector = self._factory(wearable.placement)
+            wearable.detector = self._factory(wearable.placement, rate)
             wearable.rate_hz = rate
         wearable.next_t0 = end
         for detection in wearable.detector.update(samples, message.t0):
@@ -591,7 +595,6 @@ class HomeMonitor:
                 source=wearable.source,
                 placement=wearable.placement,
                 detection=detection,
-                rate_hz=rate,
                 room=self._room_hint(now),
             )
             out.events += self.fusion.wearable(fall, now, self._thermal_watching(now))

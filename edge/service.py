@@ -87,12 +87,12 @@ MonitorFactory = Callable[[HomeConfig], HomeMonitorLike]
 
 
 def default_monitor_factory() -> MonitorFactory:
-    """HomeMonitor from edge.monitor, with the accelerometer fall detector from edge.falls."""
-    from edge.falls import FallDetector
+    """HomeMonitor from edge.monitor, with the accelerometer fall detector from edge.falls (at any sample rate)."""
+    from edge.falls import fall_detector
     from edge.monitor import HomeMonitor
 
     def build(config: HomeConfig) -> HomeMonitorLike:
-        monitor: HomeMonitorLike = HomeMonitor(config, lambda placement: FallDetector(placement))
+        monitor: HomeMonitorLike = HomeMonitor(config, fall_detector)
         return monitor
 
     return build

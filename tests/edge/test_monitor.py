@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from scipy import signal
 
 from careloop import messages as m
+from careloop.recordings import TRIALS_CSV, TrialInfo, find_trial, read_samples
+from careloop.testing.service_fixtures import require_falls_dataset
 from careloop.topics import Topic, TopicKind
+from edge.falls import fall_detector
 from edge.infrared import ThermalFall
 from edge.models import DeviceConfig, FallDetection, GeoZone, HomeConfig, Outputs, Placement
 from edge.monitor import FallFusion, HomeMonitor, WearableFall, accel_clip, clean_features
@@ -31,19 +36,21 @@ HOME = HomeConfig(
     zone=GeoZone(lat=31.2304, lon=121.4737, radius_m=100),
 )
 STILL = np.tile([0.0, 0.0, 1.0], (50, 1))
+Array = npt.NDArray[np.float64]
 
 
 class ScriptedDetector:
     """Test double for the FallDetector Protocol: reports each scripted detection with the batch covering its
     `detected_ts`, and remembers what it was fed."""
 
-    def __init__(self, detections: Iterable[FallDetection] = ()) -> None:
+    def __init__(self, detections: Iterable[FallDetection] = (), rate_hz: float = 50.0) -> None:
         self.pending = list(detections)
+        self.rate_hz = rate_hz
         self.fed: list[float] = []
 
     def update(self, samples: npt.NDArray[np.float64], t0: float) -> list[FallDetection]:
         self.fed.append(t0)
-        end = t0 + len(samples) / 50.0
+        end = t0 + len(samples) / self.rate_hz
         due = [d for d in self.pending if d.detected_ts < end]
         self.pending = [d for d in self.pending if d.detected_ts >= end]
         return due
@@ -56,8 +63,8 @@ class Factory:
         self.detections = list(detections)
         self.made: list[tuple[Placement, ScriptedDetector]] = []
 
-    def __call__(self, placement: Placement) -> ScriptedDetector:
-        detector = ScriptedDetector(self.detections)
+    def __call__(self, placement: Placement, rate_hz: float) -> ScriptedDetector:
+        detector = ScriptedDetector(self.detections, rate_hz)
         self.made.append((placement, detector))
         return detector
 
@@ -71,6 +78,7 @@ def detection(impact: float, *, confidence: float = 0.8, n: int = 500, **feature
         features=features or {"peak_g": 3.8, "stillness_s": 2.5},
         clip_t0=impact - n / 100.0,
         clip_g=clip,
+        clip_rate_hz=50.0,
     )
 
 
@@ -185,10 +193,10 @@ def test_clean_features_and_the_clip_follow_the_contract() -> None:
     many = {f"f{k}": float(k) for k in range(40)}
     assert len(clean_features(many)) == 32
     assert clean_features({"9lives": 1.0, "ok_name": math.inf, "Mixed-Case": 2.0}) == {"mixed_case": 2.0}
-    empty = FallDetection(DAY, DAY, 0.5, {}, DAY, np.zeros((0, 3)))
-    assert accel_clip(empty, 50.0) is None
-    loud = FallDetection(DAY, DAY, 0.5, {}, DAY, np.full((10, 3), 40.0))
-    clip = accel_clip(loud, 50.0)
+    empty = FallDetection(DAY, DAY, 0.5, {}, DAY, np.zeros((0, 3)), 50.0)
+    assert accel_clip(empty) is None
+    loud = FallDetection(DAY, DAY, 0.5, {}, DAY, np.full((10, 3), 40.0), 50.0)
+    clip = accel_clip(loud)
     assert clip is not None
     assert clip.samples_g[0] == (16.0, 16.0, 16.0)
 
@@ -268,7 +276,7 @@ def test_a_wearable_fall_out_of_the_thermopile_s_view_is_not_held() -> None:
 def test_fusion_waits_only_while_the_partner_can_come_and_absorbs_late_reports() -> None:
     fusion = FallFusion("r1")
     d = detection(DAY)
-    wearable = WearableFall("br1", "r1", "bracelet", "wrist", d, 50.0, None)
+    wearable = WearableFall("br1", "r1", "bracelet", "wrist", d, None)
     warm = ThermalFall("th1", "bathroom", DAY - 2, DAY + 15, 0.75, {"thermal_mass_c": 28.0})
     # the wearable first, a thermopile watching a floor-shaped area: held until the thermopile confirms
     assert fusion.wearable(wearable, DAY + 3, thermal_watching=True) == []
@@ -279,7 +287,7 @@ def test_fusion_waits_only_while_the_partner_can_come_and_absorbs_late_reports()
     assert fusion.thermal(warm, DAY + 40, wearable_active=True) == []
     assert fusion.absorbed == 1
     # held, but the floor-shaped area went away (she got up): released after the minimum hold
-    later = WearableFall("br1", "r1", "bracelet", "wrist", detection(DAY + 1000), 50.0, None)
+    later = WearableFall("br1", "r1", "bracelet", "wrist", detection(DAY + 1000), None)
     assert fusion.wearable(later, DAY + 1003, thermal_watching=True) == []
     assert fusion.tick(DAY + 1005, thermal_candidate=False) == []
     [alone] = fusion.tick(DAY + 1007, thermal_candidate=False)
@@ -292,14 +300,14 @@ def test_fusion_waits_only_while_the_partner_can_come_and_absorbs_late_reports()
     assert thermal_only.sources == ("thermal",)
     assert thermal_only.placement == "infrared"
     # and the wearable report that comes after it joins it
-    late = WearableFall("br1", "r1", "bracelet", "wrist", detection(DAY + 2003), 50.0, None)
+    late = WearableFall("br1", "r1", "bracelet", "wrist", detection(DAY + 2003), None)
     assert fusion.wearable(late, DAY + 2030, thermal_watching=False) == []
 
 
 def test_two_wearables_falling_at_once_are_two_people() -> None:
     fusion = FallFusion(None)
-    a = WearableFall("br1", "r1", "bracelet", "wrist", detection(DAY), 50.0, None)
-    b = WearableFall("br2", "r2", "bracelet", "wrist", detection(DAY + 1), 50.0, None)
+    a = WearableFall("br1", "r1", "bracelet", "wrist", detection(DAY), None)
+    b = WearableFall("br2", "r2", "bracelet", "wrist", detection(DAY + 1), None)
     assert len(fusion.wearable(a, DAY + 3, thermal_watching=False)) == 1
     assert len(fusion.wearable(b, DAY + 4, thermal_watching=False)) == 1
 
@@ -413,3 +421,83 @@ def test_a_wearable_stream_from_a_non_wearable_is_counted() -> None:
     reading = m.VitalsReading(ts=DAY, hr_bpm=70.0, ppg_quality=0.9)
     assert not send(monitor, "pir-hall", TopicKind.DEVICE_VITALS, reading, DAY).events
     assert monitor.stats["wearable_stream_from_pir"] == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# wearables that do not sample at the models' 50 Hz
+# ---------------------------------------------------------------------------------------------------------------
+BELT_HOME = HOME.model_copy(
+    update={"devices": (DeviceConfig(device_id="belt1", kind="belt", resident_id="r1", placement="waist"),)}
+)
+
+
+def recording_at(dataset: str, trial_id: str, rate_hz: int) -> tuple[TrialInfo, Array]:
+    """A shared 50-Hz recording as a device sampling at `rate_hz` would have taken it (anti-aliased resampling)."""
+    info = find_trial(require_falls_dataset(dataset) / TRIALS_CSV, trial_id)
+    samples = read_samples(info.file)
+    ratio = Fraction(rate_hz, 50)
+    resampled = signal.resample_poly(samples, ratio.numerator, ratio.denominator, axis=0)
+    return info, np.clip(resampled, -m.ACCEL_LIMIT_G, m.ACCEL_LIMIT_G)
+
+
+def stream_accel(monitor: HomeMonitor, device: str, samples: Array, rate_hz: float, t0: float) -> Outputs:
+    """One batch per second of `samples` at `rate_hz` from t0, each received as it completes, with ticks."""
+    out = Outputs()
+    per = round(rate_hz)
+    for first in range(0, len(samples), per):
+        chunk = samples[first : first + per]
+        start = t0 + first / rate_hz
+        batch = m.AccelBatch(t0=start, rate_hz=float(rate_hz), samples_g=tuple(map(tuple, chunk.round(4).tolist())))
+        received = start + len(chunk) / rate_hz
+        out.extend(send(monitor, device, TopicKind.DEVICE_ACCEL, batch, received))
+        out.extend(monitor.tick(received))
+    return out
+
+
+@pytest.mark.parametrize("rate_hz", [100, 25])
+@pytest.mark.parametrize(
+    ("dataset", "trial_id"), [("weda-fall", "weda_U01_F02_R01"), ("sisfall", "sisfall_SA02_F04_R01")]
+)
+def test_a_fall_recorded_at_another_rate_is_still_detected(dataset: str, trial_id: str, rate_hz: int) -> None:
+    info, samples = recording_at(dataset, trial_id, rate_hz)
+    wrist = info.placement == "wrist"
+    monitor = HomeMonitor(HOME if wrist else BELT_HOME, fall_detector)
+    [fall] = falls(stream_accel(monitor, "br1" if wrist else "belt1", samples, rate_hz, DAY))
+    assert fall.placement == info.placement
+    if info.fall_start_s is not None and info.fall_end_s is not None:
+        assert DAY + info.fall_start_s - 0.1 <= fall.impact_ts <= DAY + info.fall_end_s + 0.5
+    else:  # SisFall: no annotation; the impact is the largest |a|
+        peak = float(np.argmax(np.linalg.norm(samples, axis=1))) / rate_hz
+        assert fall.impact_ts == pytest.approx(DAY + peak, abs=0.3)
+    assert fall.clip is not None
+    assert fall.clip.rate_hz == 50.0  # the clip is the signal the detector saw
+    assert fall.clip.t0 <= fall.impact_ts <= fall.clip.t0 + len(fall.clip.samples_g) / 50.0
+
+
+@pytest.mark.parametrize("rate_hz", [100, 25])
+@pytest.mark.parametrize(
+    ("dataset", "trial_id"), [("weda-fall", "weda_U01_D10_R01"), ("sisfall", "sisfall_SA02_D19_R01")]
+)
+def test_a_daily_activity_recorded_at_another_rate_is_still_not_a_fall(
+    dataset: str, trial_id: str, rate_hz: int
+) -> None:
+    info, samples = recording_at(dataset, trial_id, rate_hz)
+    wrist = info.placement == "wrist"
+    monitor = HomeMonitor(HOME if wrist else BELT_HOME, fall_detector)
+    assert falls(stream_accel(monitor, "br1" if wrist else "belt1", samples, rate_hz, DAY)) == []
+
+
+def test_a_device_that_changes_its_rate_mid_stream_is_still_watched() -> None:
+    _, fall = recording_at("weda-fall", "weda_U01_F02_R01", 100)
+    rng = np.random.default_rng(5)
+    monitor = HomeMonitor(HOME, fall_detector)
+    out = Outputs()
+    t = DAY
+    for rate in (50, 200, 10, 50, 25):  # ten seconds of moving about at each rate, back to back
+        moving = fall[0] + rng.normal(0.0, 0.05, (10 * rate, 3))
+        out.extend(stream_accel(monitor, "br1", moving, rate, t))
+        t += 10.0
+    assert falls(out) == []
+    assert monitor.stats["accel_out_of_order"] == 0
+    [event] = falls(stream_accel(monitor, "br1", fall, 100, t))  # and then she falls, at 100 Hz
+    assert t <= event.impact_ts <= t + len(fall) / 100

@@ -82,7 +82,7 @@ def _play(name: str, home_config_for: Callable[..., HomeConfig]) -> Played:
     scenario = load_scenario(name)
     built = build(scenario, seed=1, start=anchor_start(scenario, NOW, None))
     config = home_config_for(scenario, list(built.devices))
-    run = Played(built, config, HomeMonitor(config, falls.FallDetector))
+    run = Played(built, config, HomeMonitor(config, falls.fall_detector))
     monitor = run.monitor
     next_tick = math.floor(built.start) + 1.0
     for emission in stream(built):
