@@ -401,7 +401,7 @@ class _Protocol(asyncio.BufferedProtocol):
             buf[:rest] = buf[pos:end]
         self._fill = rest
         client.last_read = time.monotonic()
-        if received:
+        if received and not client._closing:  # after DISCONNECT: not ours to take any more (see disconnect())
             client.received += len(received)
             client.on_messages(received)
 
@@ -559,13 +559,24 @@ class MqttClient:
 
     # -- closing --------------------------------------------------------------------------------------------------
     async def disconnect(self, timeout_s: float = 5.0) -> None:
-        """Send DISCONNECT (the session stays for its expiry interval) and close the connection."""
+        """Send DISCONNECT (the session stays for its expiry interval) and close once the broker has closed.
+
+        The broker reads a connection in order, so when it closes after our DISCONNECT it has read every PUBACK sent
+        before. Closing at once could leave PUBACKs unread in the broker's socket buffer; a new connection with our
+        client id then takes the session over and the broker sends those messages again. Messages that arrive
+        meanwhile are not handed on (nor acknowledged): the broker keeps them for the session.
+        """
         self._closing = True
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(DISCONNECT_PACKET)
-            self.transport.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.closed), timeout_s)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(DISCONNECT_PACKET)
+            if transport.can_write_eof():
+                transport.write_eof()
+            if self._paused:  # we must read to hear the broker close
+                transport.resume_reading()
+                self._paused = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.closed), timeout_s)
         self.abort()
 
     def abort(self, reason: str = "aborted") -> None:

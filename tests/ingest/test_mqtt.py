@@ -124,7 +124,6 @@ async def test_unacknowledged_messages_come_again_after_a_reconnect(mosquitto: M
         client.ack([pid for _, _, pid in inbox.received[:4]])  # the first four are durable, the rest are not
         payloads = [payload for _, payload, _ in inbox.received]
         assert payloads == [f"m{i}".encode() for i in range(10)]
-        await asyncio.sleep(0.1)  # let the PUBACKs reach the broker before we leave
     again = Inbox()
     async with connected(mosquitto, f"{topic_root}-c", again) as client:
         assert client.connack_info is not None
@@ -133,6 +132,28 @@ async def test_unacknowledged_messages_come_again_after_a_reconnect(mosquitto: M
         assert [p for _, p, _ in again.received] == payloads[4:]
         assert client.redelivered == 6
         client.ack([pid for _, _, pid in again.received])
+
+
+async def test_disconnect_returns_once_the_broker_has_every_puback(mosquitto: Mosquitto, topic_root: str) -> None:
+    """Acknowledge a backlog, disconnect at once and come straight back: the broker sends nothing again.
+
+    Mosquitto takes a while to work through 20,000 PUBACKs; a client that closed its socket right after sending them
+    would let the next connection of its client id take the session over before they were read, and every message
+    whose PUBACK was still unread would come again.
+    """
+    client_id = f"{topic_root}-c"
+    inbox = Inbox()
+    async with connected(mosquitto, client_id, inbox) as client:
+        await client.subscribe([f"$share/g/{topic_root}/t/#"])
+    await publish(mosquitto, messages(topic_root, 20_000), connections=1)  # queued for the session meanwhile
+    async with connected(mosquitto, client_id, inbox, receive_maximum=20_000) as client:
+        await inbox.wait_for(20_000)
+        client.ack([pid for _, _, pid in inbox.received])
+    again = Inbox()
+    async with connected(mosquitto, client_id, again) as client:
+        await asyncio.sleep(1.0)
+        assert again.received == []
+        assert client.redelivered == 0
 
 
 async def test_the_broker_sends_no_more_than_the_receive_maximum(mosquitto: Mosquitto, topic_root: str) -> None:
