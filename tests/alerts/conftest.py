@@ -1,14 +1,22 @@
-"""Alerts test fixtures.
+"""Alerts test fixtures: a real SMTP server (aiosmtpd) on a free port, and notifications to send.
 
+- `smtp_server`: an aiosmtpd server in its own thread that keeps every message it accepts; tell it to answer a
+  recipient or the DATA command with an error (e.g. "451 ..." or "550 ...") to test both kinds of failure. It
+  offers AUTH PLAIN / LOGIN (user `SMTP_USER`, password `SMTP_PASSWORD`) without requiring it.
 - `make_notification`: builds a fall alarm notification for a family member (with a full alarm context);
   keyword arguments replace its fields, `recipient=` a whole Recipient.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from alerts.models import (
     AlertState,
@@ -19,6 +27,11 @@ from alerts.models import (
     RecipientKind,
     Severity,
 )
+from careloop.ports import free_port
+
+SMTP_USER = "careloop"
+SMTP_PASSWORD = "s3cret-relay"
+
 
 # -- notifications --------------------------------------------------------------------------------------------------
 FAMILY = Recipient(
@@ -74,3 +87,82 @@ def _notification(**overrides: Any) -> Notification:
 def make_notification() -> Any:
     """A factory of notifications (a family member's fall alarm unless told otherwise)."""
     return _notification
+
+
+# -- SMTP -----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ReceivedMail:
+    """One message the SMTP server accepted: the envelope and the raw message bytes."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    content: bytes
+    authenticated_as: str | None
+
+
+class MailSink:
+    """An aiosmtpd handler that stores accepted mail and answers with errors it is told to give."""
+
+    def __init__(self) -> None:
+        self.messages: list[ReceivedMail] = []
+        #: recipient address (lower case) -> the reply to RCPT TO, e.g. "550 5.1.1 no such mailbox"
+        self.rcpt_replies: dict[str, str] = {}
+        #: when set, the reply to DATA instead of accepting, e.g. "451 4.3.0 try again later"
+        self.data_reply: str | None = None
+        self._lock = threading.Lock()
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
+        reply = self.rcpt_replies.get(address.lower())
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_reply is not None:
+            return self.data_reply
+        login = session.auth_data if session.authenticated else None
+        user = login.login.decode() if isinstance(login, LoginPassword) else None
+        with self._lock:
+            self.messages.append(
+                ReceivedMail(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.content), user)
+            )
+        return "250 2.0.0 queued as test-1"
+
+
+def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == SMTP_USER.encode()
+        and auth_data.password == SMTP_PASSWORD.encode()
+    )
+    return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpServer:
+    """A running test SMTP server."""
+
+    host: str
+    port: int
+    sink: MailSink
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on a free 127.0.0.1 port, for this test only."""
+    sink = MailSink()
+    host = "127.0.0.1"
+    controller = Controller(
+        sink,
+        hostname=host,
+        port=free_port(host),
+        authenticator=_authenticate,
+        auth_require_tls=False,  # plain AUTH on loopback, as a local relay allows it
+        ready_timeout=10.0,
+    )
+    controller.start()
+    try:
+        yield SmtpServer(host, controller.port, sink)
+    finally:
+        controller.stop()
