@@ -1,20 +1,28 @@
-"""Alerts test fixtures: a real SMTP server (aiosmtpd) on a free port, and notifications to send.
+"""Alerts test fixtures: a real SMTP server (aiosmtpd) and a real HTTP webhook receiver (uvicorn), on free ports.
 
 - `smtp_server`: an aiosmtpd server in its own thread that keeps every message it accepts; tell it to answer a
   recipient or the DATA command with an error (e.g. "451 ..." or "550 ...") to test both kinds of failure. It
   offers AUTH PLAIN / LOGIN (user `SMTP_USER`, password `SMTP_PASSWORD`) without requiring it.
 - `make_notification`: builds a fall alarm notification for a family member (with a full alarm context);
   keyword arguments replace its fields, `recipient=` a whole Recipient.
+- `webhook_receiver`: an ASGI app served by uvicorn that checks every request's signature with
+  `alerts.notify.webhook.verify_signature`, answers 401 when it does not verify, and otherwise follows a script of
+  replies (`answer(status, headers)`, or `hang()` until the test ends), then 200.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import uvicorn
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -27,10 +35,12 @@ from alerts.models import (
     RecipientKind,
     Severity,
 )
+from alerts.notify.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from careloop.ports import free_port
 
 SMTP_USER = "careloop"
 SMTP_PASSWORD = "s3cret-relay"
+WEBHOOK_SECRET = b"test-webhook-secret"
 
 
 # -- notifications --------------------------------------------------------------------------------------------------
@@ -166,3 +176,95 @@ def smtp_server() -> Iterator[SmtpServer]:
         yield SmtpServer(host, controller.port, sink)
     finally:
         controller.stop()
+
+
+# -- webhooks ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One scripted answer of the webhook receiver; `hang` holds the request open until the test ends."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b'{"ok":true}'
+    hang: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """One request the receiver got, and whether its signature verified."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    signature_ok: bool
+
+
+class WebhookReceiver:
+    """A webhook endpoint as a gateway runs it: verify the signature over the raw body, then answer."""
+
+    def __init__(self, secret: bytes, port: int) -> None:
+        self.secret = secret
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/hooks/careloop"
+        self.requests: list[ReceivedRequest] = []
+        self.script: deque[Reply] = deque()
+        self.release = asyncio.Event()
+
+    def answer(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"{}") -> None:
+        """Answer the next verified request with this status (after any answers scripted before)."""
+        self.script.append(Reply(status, dict(headers or {}), body))
+
+    def hang(self) -> None:
+        """Hold the next verified request open, unanswered, until the test ends."""
+        self.script.append(Reply(hang=True))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        signature_ok = verify_signature(
+            self.secret,
+            headers.get(TIMESTAMP_HEADER.lower(), ""),
+            body,
+            headers.get(SIGNATURE_HEADER.lower(), ""),
+            now=time.time(),
+        )
+        self.requests.append(ReceivedRequest(scope["method"], scope["path"], headers, body, signature_ok))
+        if not signature_ok:
+            reply = Reply(401, body=b"bad signature")
+        else:
+            reply = self.script.popleft() if self.script else Reply()
+        if reply.hang:
+            await self.release.wait()
+            return
+        raw_headers = [(b"content-type", b"application/json")]
+        raw_headers += [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
+        await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": reply.body})
+
+
+@pytest.fixture
+async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
+    """A real HTTP server (uvicorn) on a free 127.0.0.1 port that checks signatures with WEBHOOK_SECRET."""
+    # Bound and listening before uvicorn starts: a request sent at once waits in the backlog, no polling needed.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    receiver = WebhookReceiver(WEBHOOK_SECRET, sock.getsockname()[1])
+    config = uvicorn.Config(receiver, interface="asgi3", lifespan="off", log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="webhook-receiver")
+    try:
+        yield receiver
+    finally:
+        receiver.release.set()
+        server.should_exit = True
+        await task
+        sock.close()
