@@ -73,14 +73,20 @@ class ContextBook:
         return [{"ts": ts, **values} for ts, values in kept if now - ts <= VITALS_WINDOW_S]
 
     def context(self, resident_id: str, home_id: str, now: float) -> Mapping[str, object]:
-        """Everything a responder needs about this resident, as plain data (stored with the alarm)."""
+        """Everything a responder needs about this resident, as plain data (stored with the alarm).
+
+        Keys are those ``alerts.notify.render`` shows: resident_name, timezone, conditions, medications,
+        allergies, vitals (last 10 minutes), location, address, contacts; plus age, sex, phone and registered.
+        """
         card = self.residents.card(resident_id)
         location = self._locations.get(resident_id)
+        profile = self.residents.profile(resident_id, home_id)
         result: dict[str, object] = {
             "resident_id": resident_id,
             "home_id": home_id,
-            "vitals_last_10_min": self.recent_vitals(resident_id, now),
-            "last_location": None
+            "timezone": profile.timezone,
+            "vitals": self.recent_vitals(resident_id, now),
+            "location": None
             if location is None
             else {
                 "lat": location.lat,
@@ -95,7 +101,7 @@ class ContextBook:
             return result
         result.update(
             registered=True,
-            name=card.name,
+            resident_name=card.name,
             age=card.age,
             sex=card.sex,
             phone=card.phone,

@@ -88,14 +88,14 @@ def test_context_keeps_ten_minutes_of_vitals_thinned_and_the_newest_location(db_
     contexts.add_location("R00001", Location(31.0, 121.0, 8.0, t0 + 50, "gps"))  # older: ignored
     now = t0 + 1199
     ctx = contexts.context("R00001", "H00001", now)
-    vitals = ctx["vitals_last_10_min"]
+    vitals = ctx["vitals"]
     assert isinstance(vitals, list)
     assert 100 <= len(vitals) <= 121
     assert all(now - v["ts"] <= 600 for v in vitals)
-    assert ctx["last_location"] == {"lat": 31.2, "lon": 121.4, "accuracy_m": 8.0, "ts": t0 + 100, "source": "gps"}
+    assert ctx["location"] == {"lat": 31.2, "lon": 121.4, "accuracy_m": 8.0, "ts": t0 + 100, "source": "gps"}
     assert ctx["registered"] is True
     assert ctx["contacts"]
     assert ctx["medications"] is not None
     stranger = contexts.context("BR-X", "H1", now)
     assert stranger["registered"] is False
-    assert stranger["vitals_last_10_min"] == []
+    assert stranger["vitals"] == []
