@@ -86,7 +86,7 @@ SPECS: dict[TopicKind, TopicSpec] = {
             1,
             True,
             4 * _KIB,
-            "edge online / offline (retained; the edge's last will)",
+            "edge online / offline (retained; a one-home edge's last will; many homes' online expires unless renewed)",
         ),
         TopicSpec(
             TopicKind.ALERT_STATE,

@@ -20,6 +20,8 @@ After a restart the journal's last minutes are replayed into fresh monitors, so 
 produced before (same event id, same report) is not staged again.
 
 Multi-home: the same code with more HomeConfigs; `all_homes` subscribes with one `+` filter instead of one per home.
+The homes share one uplink connection, so what the central side learns when the process dies differs: one home's
+`offline` by last will, or, for many homes, their retained `online` expiring (see edge/uplink.py).
 """
 
 from __future__ import annotations

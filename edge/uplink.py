@@ -7,14 +7,23 @@
   never not at all. `UplinkStats.resent` counts those second sends.
 - Reconnects back off exponentially (capped) with jitter, so a thousand gateways do not all return in one second
   after the central broker restarts. While the uplink is down everything waits in the outbox.
-- On each connection it publishes each home's retained availability (`online`; the last will says `offline`) and
-  then, every `heartbeat_interval_s`, an EdgeHeartbeat per home (never stored: a stale heartbeat means nothing).
+- On each connection it publishes each home's retained availability (`online`) and then, every
+  `heartbeat_interval_s`, an EdgeHeartbeat per home (never stored: a stale heartbeat means nothing). A clean stop
+  publishes `offline` for every home.
 - It subscribes (persistent session) to the DEVICE_COMMAND topics of its homes and relays each command, once
   validated, to the home broker; the central broker's PUBACK is sent only after the home broker's.
 
-Many homes in one process share one connection, and MQTT gives a connection one last will: it is set on the
-first home's availability. For the other homes a crash shows as their heartbeats stopping; a clean stop
-publishes `offline` for every home. On a gateway (one home) the will is exact.
+Availability when the process dies (kill -9, power cut, the network gone): MQTT gives a connection one last will,
+one message on one topic, and all the homes of a process share one connection.
+- One home (a real gateway): the will is that home's retained `offline`. Exact: the broker publishes it as soon
+  as it sees the connection gone (at once for a closed socket, after 1.5 keepalives for a silent one).
+- Many homes (the demo, benchmarks): no will, because one `offline` could speak for only one of them and leave the
+  others `online` for ever. Instead each home's retained `online` carries an MQTT 5 message expiry of
+  `AVAILABILITY_EXPIRY_BEATS` heartbeat intervals and is published again with every round of heartbeats (same
+  `since`, so a time-series writer sees the same point). When the process dies, within that time no home reads
+  `online` to anybody who subscribes (the status becomes unknown, not wrong), and subscribers who are connected
+  see every home's heartbeats stop. MQTT cannot publish one `offline` per home for a process that is gone; a
+  gateway-level status topic that names its homes would need a change of the wire contract.
 
 Both brokers are spoken to in MQTT 5 (receive maximum as flow control, session expiry, no-local subscriptions),
 so the demo's embedded amqtt broker (MQTT 3.1.1 only) cannot serve the edge; Mosquitto can.
@@ -29,6 +38,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import math
 import random
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,6 +61,8 @@ log = logging.getLogger(__name__)
 
 SOFTWARE = "careloop-edge 0.1.0"
 COMPONENT = "edge"
+#: A multi-home process's retained `online` expires after this many heartbeat intervals unless published again.
+AVAILABILITY_EXPIRY_BEATS = 3
 #: Errors that mean "the connection is gone": reconnect, never crash.
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (aiomqtt.MqttError, OSError, TimeoutError)
 _SHUTDOWN_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, asyncio.CancelledError)
@@ -238,6 +250,20 @@ class Uplink:
         self._unacked: set[int] = set()  # outbox ids published on a connection and not acknowledged there
         self._started = self.clock.now()
         self._connected_event = asyncio.Event()
+        self._online_since = self._started  # `since` of the availability published on this connection
+
+    @property
+    def single_home(self) -> bool:
+        """Whether this uplink serves one home, so that the connection's last will can speak for it."""
+        return len(self.homes) == 1
+
+    @property
+    def availability_expiry_s(self) -> int | None:
+        """How long a multi-home process's retained `online` lasts without being published again (None: one home,
+        where the last will says when it is over)."""
+        if self.single_home:
+            return None
+        return max(1, math.ceil(AVAILABILITY_EXPIRY_BEATS * self.options.heartbeat_interval_s))
 
     def wake(self) -> None:
         """New messages are in the outbox."""
@@ -271,12 +297,14 @@ class Uplink:
             self._connected_event.clear()
 
     async def _connection(self) -> None:
-        will = aiomqtt.Will(
-            self.tree.edge(TopicKind.EDGE_AVAILABILITY, self.homes[0]),
-            encode(m.Availability(online=False)),
-            qos=1,
-            retain=True,
-        )
+        will = None
+        if self.single_home:  # one will per connection: honest only when the connection is one home's
+            will = aiomqtt.Will(
+                self.tree.edge(TopicKind.EDGE_AVAILABILITY, self.homes[0]),
+                encode(m.Availability(online=False)),
+                qos=1,
+                retain=True,
+            )
         client = mqtt_client(
             self.settings,
             client_id=self.client_id,
@@ -317,11 +345,24 @@ class Uplink:
                 await client.__aexit__(None, None, None)
 
     async def _announce(self, client: aiomqtt.Client, *, online: bool) -> None:
+        """Every home's retained availability: `online` since now (expiring, for many homes) or `offline`."""
         now = self.clock.now()
-        payload = encode(m.Availability(online=online, since=now))
+        if online:
+            self._online_since = now
+        await self._publish_availability(client, online=online, since=now)
+
+    async def _publish_availability(self, client: aiomqtt.Client, *, online: bool, since: float) -> None:
+        payload = encode(m.Availability(online=online, since=since))
+        properties = None
+        expiry = self.availability_expiry_s
+        if online and expiry is not None:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = expiry
         for home_id in self.homes:
             topic = self.tree.edge(TopicKind.EDGE_AVAILABILITY, home_id)
-            await client.publish(topic, payload, qos=1, retain=True, timeout=self.options.publish_timeout_s)
+            await client.publish(
+                topic, payload, qos=1, retain=True, properties=properties, timeout=self.options.publish_timeout_s
+            )
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         window = asyncio.Semaphore(self.options.window)
@@ -358,7 +399,12 @@ class Uplink:
         window.release()
 
     async def _heartbeats(self, client: aiomqtt.Client) -> None:
+        announced = True  # the connection has just published every home's `online`
         while True:
+            if not announced and self.availability_expiry_s is not None:
+                # many homes: publish each one's expiring `online` again before it runs out
+                await self._publish_availability(client, online=True, since=self._online_since)
+            announced = False
             backlog = await self.outbox.call(Outbox.backlog, self.outbox.outbox)
             now = self.clock.now()
             for home_id in self.homes:

@@ -578,6 +578,84 @@ async def test_kill_9_of_the_agent_mid_stream_loses_nothing(
     )
 
 
+# -- availability when the agent dies ----------------------------------------------------------------------------
+async def retained_availability(broker: Mosquitto, tree: TopicTree) -> dict[str, tuple[bool, int | None]]:
+    """What a subscriber arriving now is told of each home's edge: (online, message expiry in s) per home."""
+    found: dict[str, tuple[bool, int | None]] = {}
+    async with device(broker, f"look-{time.monotonic_ns()}") as client:
+        await client.subscribe(tree.filter(TopicKind.EDGE_AVAILABILITY), qos=1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):  # retained messages come right after the SUBACK
+                async for message in client.messages:
+                    payload = message.payload if isinstance(message.payload, bytes) else b""
+                    expiry = getattr(message.properties, "MessageExpiryInterval", None)
+                    home = tree.parse(str(message.topic)).home_id
+                    assert home is not None
+                    found[home] = (m.Availability.model_validate_json(payload).online, expiry)
+    return found
+
+
+async def wait_availability(
+    broker: Mosquitto, tree: TopicTree, check: Callable[[dict[str, tuple[bool, int | None]]], bool], what: str
+) -> dict[str, tuple[bool, int | None]]:
+    """Look at the retained availability until `check` holds (within WAIT_S)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        seen = await retained_availability(broker, tree)
+        if check(seen):
+            return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; retained availability: {seen}")
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("homes", [["HA"], ["HA", "HB", "HC"]], ids=["one-home", "three-homes"])
+async def test_after_a_kill_9_no_home_is_left_online_and_a_clean_stop_says_offline_for_each(
+    mosquitto: Mosquitto, topic_root: str, tmp_path: Path, homes: list[str]
+) -> None:
+    """A `careloop edge run` process (heartbeats every 2 s) is killed with SIGKILL. Serving one home, its last
+    will says `offline` at once. Serving three, the one will a connection has cannot speak for all of them, so no
+    home must still read `online` a few heartbeats later (and none reads `offline` as if the will were its own).
+    Started again and stopped cleanly, it says `offline` for every home."""
+    tree = TopicTree(topic_root)
+    homes_file = tmp_path / "homes.json"
+    homes_file.write_text(json.dumps([HomeConfig(home_id=h).model_dump(mode="json") for h in homes]))
+    command = agent_command(homes_file, mosquitto, mosquitto, tmp_path / "outbox.db", topic_root)
+    command[command.index("--heartbeat-s") + 1] = "2"  # a margin for a busy machine: `online` lasts 6 s
+    log = tmp_path / "agent.log"
+    every = set(homes)
+
+    def all_online(seen: dict[str, tuple[bool, int | None]]) -> bool:
+        return {h for h, (online, _) in seen.items() if online} == every
+
+    agent = start_agent(command, log)
+    try:
+        seen = await wait_availability(mosquitto, tree, all_online, "every home online")
+        expiries = [expiry for _, expiry in seen.values()]
+        if len(homes) == 1:
+            assert expiries == [None]  # the last will covers it
+        else:  # three heartbeats, renewed with each round (the broker hands on what is left of it)
+            assert all(expiry is not None and 1 <= expiry <= 6 for expiry in expiries), expiries
+        await asyncio.sleep(7.0)  # longer than the expiry: renewed, not lapsed, while the agent runs
+        assert all_online(await retained_availability(mosquitto, tree)), log.read_text()[-3000:]
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+        if len(homes) == 1:
+            await wait_availability(mosquitto, tree, lambda s: s == {"HA": (False, None)}, "the last will")
+        else:
+            await wait_availability(mosquitto, tree, lambda s: s == {}, "every home's online to expire")
+        agent = start_agent(command, log)
+        await wait_availability(mosquitto, tree, all_online, "every home online again")
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    after_stop = await retained_availability(mosquitto, tree)
+    assert after_stop == dict.fromkeys(homes, (False, None))
+
+
 # -- the CLI ------------------------------------------------------------------------------------------------------
 def test_edge_status_shows_depth_oldest_and_evictions(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
