@@ -108,6 +108,8 @@ async def test_kill_9_mid_run_then_restart_stores_every_point_once(
     await publish_all(mosquitto.host, mosquitto.port, messages[total // 2 :])  # the session queues them meanwhile
     ingest.start()
     await wait_until(lambda: count_points(influxd, influx_db.name) >= total, timeout_s=120, what="every point")
+    # Whatever the broker still had for it is in too: a point written twice under two times would show now.
+    await wait_until(lambda: ingest.health().get("unacked_messages") == 0, what="nothing left unacknowledged")
     assert count_points(influxd, influx_db.name) == total
     per_device = influxd.query('SELECT count("hr_bpm") FROM "vitals" GROUP BY "device"', db=influx_db.name)["results"][
         0
