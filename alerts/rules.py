@@ -707,9 +707,9 @@ class RuleEngine:
             base = res.baseline = HourlyBaseline(memory_days=b.memory_days, min_days=b.min_days, min_sd=b.min_sd_bpm)
         local = res.local_seconds(t)
         hour = int(local // 3600.0) % 24
-        z = base.zscore(hr, hour)
         if res.engaged[HRZ] == 0:
             base.update(hr, t, int(local // 86_400.0), hour)  # not while a deviation is being judged: not learnt
+        z = base.zscore(hr, hour)
         if z is not None:
             res.last_z = (z, base.mean[hour], base.sd(hour))
             self._feed(res, HRZ, z, t, dirty)

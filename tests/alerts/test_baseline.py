@@ -27,12 +27,12 @@ def _feed_days(base: HourlyBaseline, days: int, hr_at_hour: dict[int, float], *,
     return ts
 
 
-def test_not_ready_until_enough_days() -> None:
+def test_not_ready_until_enough_days_before_today() -> None:
     base = HourlyBaseline(min_days=5)
-    _feed_days(base, 4, {3: 55.0})
-    assert not base.ready(3)
+    _feed_days(base, 5, {3: 55.0})
+    assert not base.ready(3)  # four completed days, and today's
     assert base.zscore(90.0, 3) is None
-    _feed_days_from(base, 4, 1, {3: 55.0})
+    _feed_days_from(base, 5, 1, {3: 55.0})
     assert base.ready(3)
     assert base.zscore(90.0, 3) is not None
     assert not base.ready(4)  # an hour without data stays silent
@@ -103,3 +103,11 @@ def test_bounded_and_finite(steps: list[tuple[float, float]]) -> None:
     for hour in range(HOURS):
         z = base.zscore(100.0, hour)
         assert z is None or math.isfinite(z)
+
+
+def test_an_unusual_hour_teaches_the_baseline_little() -> None:
+    base = HourlyBaseline(min_days=1, min_sd=3.0)
+    _feed_days_from(base, 0, 3, {3: 55.0})
+    for i in range(60):
+        base.update(120.0, 3 * DAY + 3 * 3600.0 + 60.0 * i, 3, 3)
+    assert base.mean[3] < 60.0
