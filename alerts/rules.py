@@ -65,7 +65,7 @@ from alerts.ruleset import (
 HR, SPO2, SKIN, SYS, DIA, RISE, HRZ, N2_TOTAL, N2_MAX = range(9)
 assert MEASURES[HR] == "hr_bpm"
 assert MEASURES[N2_MAX] == "news2_max_parameter"
-_UNITS = ("bpm", "%", "degC", "mmHg", "mmHg", "bpm", "bpm", "points", "points")
+_UNITS = ("bpm", "%", "°C", "mmHg", "mmHg", "bpm", "sd", "points", "points")
 
 #: The most readings the heart-rate rise window keeps (the running minimum holds far fewer in practice).
 RISE_MAX_POINTS = 1024
@@ -199,7 +199,16 @@ class _Kind:
 
 
 class _Device:
-    __slots__ = ("battery_pct", "device_id", "last_seen", "online", "vitals_since", "wearable", "worn")
+    __slots__ = (
+        "battery_pct",
+        "device_id",
+        "last_seen",
+        "offline_reason",
+        "online",
+        "vitals_since",
+        "wearable",
+        "worn",
+    )
 
     def __init__(self, device_id: str, t: float) -> None:
         self.device_id = device_id
@@ -208,6 +217,7 @@ class _Device:
         self.worn: bool | None = None
         self.wearable = False
         self.battery_pct: float | None = None
+        self.offline_reason: str | None = None
         self.vitals_since = t  # last usable HR / SpO2, or when the clock for "vitals missing" (re)started
 
 
@@ -229,7 +239,7 @@ class _Resident:
     n2_ts: list[float] = field(default_factory=lambda: [-math.inf] * 3)
     rise: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=RISE_MAX_POINTS))
     baseline: HourlyBaseline | None = None
-    last_z: tuple[float, float, float] | None = None  # (z, mean, sd) of the last baseline comparison
+    last_z: tuple[float, float, float, float] | None = None  # (heart rate, z, mean, sd) of the last comparison
     seen: dict[str, None] = field(default_factory=dict)
     offset_block: int = -1
     offset_s: float = 0.0
@@ -711,7 +721,7 @@ class RuleEngine:
             base.update(hr, t, int(local // 86_400.0), hour)  # not while a deviation is being judged: not learnt
         z = base.zscore(hr, hour)
         if z is not None:
-            res.last_z = (z, base.mean[hour], base.sd(hour))
+            res.last_z = (hr, z, base.mean[hour], base.sd(hour))
             self._feed(res, HRZ, z, t, dirty)
 
     def _news2(
@@ -832,10 +842,14 @@ class RuleEngine:
             if spec.measure in (N2_TOTAL, N2_MAX):
                 detail.update(self._news2_detail(res, t))
             elif spec.measure == HRZ and res.last_z is not None:
-                z, mean, sd = res.last_z
-                detail.update(z=round(z, 2), baseline_bpm=round(mean, 1), baseline_sd_bpm=round(sd, 1))
+                hr, z, mean, sd = res.last_z
+                detail.update(hr_bpm=hr, z=round(z, 2), baseline_bpm=round(mean, 1), baseline_sd_bpm=round(sd, 1))
         else:
             detail["devices"] = sorted(state.contribs)
+            if state.name == "device_offline":
+                detail["offline_reasons"] = {
+                    did: dev.offline_reason for did in state.contribs if (dev := res.devices.get(did)) is not None
+                }
         return detail
 
     def _signal(
@@ -908,6 +922,7 @@ class RuleEngine:
             dev.wearable = True
         if obs.online is False:
             dev.online = False  # its last will, or the edge's verdict; not a sign of life
+            dev.offline_reason = obs.offline_reason
         else:
             if t > dev.last_seen:
                 dev.last_seen = t

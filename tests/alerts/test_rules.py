@@ -412,6 +412,8 @@ def test_baseline_needs_its_days_then_flags_an_unusual_night() -> None:
     (onset,) = onsets(run.signals, "hr_baseline")
     assert onset.severity is Severity.LOW
     assert onset.ts == later + 900
+    assert onset.unit == "sd"
+    assert onset.detail["hr_bpm"] == 85.0
     assert float(str(onset.detail["z"])) > 3.0
     assert abs(float(str(onset.detail["baseline_bpm"])) - 55.0) < 5.0
 
@@ -516,6 +518,7 @@ def test_offline_bracelet_raises_neither_no_data_nor_vitals_missing_and_clears_w
     run.hold(T0, 60, step=5.0)
     (offline,) = run.device(T0 + 60, online=False, offline_reason="last_will")
     assert (offline.kind, offline.severity) == ("device_offline", Severity.LOW)
+    assert offline.detail["offline_reasons"] == {"B1": "last_will"}
     for minute in range(1, 121):
         run.tick(T0 + 60 + 60 * minute)
     assert {s.kind for s in run.signals} == {"device_offline"}
