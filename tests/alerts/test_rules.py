@@ -603,6 +603,14 @@ def test_going_away_clears_what_was_said_and_coming_back_resumes() -> None:
     assert [(s.kind, s.action) for s in back] == [("battery_low", RAISE)]
 
 
+def test_update_profile_snoozes_at_once() -> None:
+    run = Run()
+    run.device(T0, battery_pct=10.0)
+    out = run.engine.update_profile(profile(status="in_hospital"), T0 + 10)
+    assert [(s.kind, s.action) for s in out] == [("battery_low", CLEAR)]
+    assert run.engine.update_profile(profile(status="in_hospital"), T0 + 20) == []
+
+
 def test_tick_learns_a_status_change_without_a_message() -> None:
     profiles = {"R1": profile()}
     engine = RuleEngine(RULES, profile_of=profiles.get)
