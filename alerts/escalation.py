@@ -294,6 +294,49 @@ def audience_members(
             return [] if resident is None else [resident]
 
 
+@dataclass(slots=True, frozen=True)
+class Routed:
+    """A recipient of one level, and whether they are paged (staff, emergency contacts) or only informed (family,
+    the bracelet)."""
+
+    recipient: Recipient
+    paged: bool
+
+
+def route(
+    policy: EscalationPolicy,
+    directory: RecipientDirectory,
+    level: int,
+    *,
+    resident_id: str,
+    home_id: str,
+    severity: Severity,
+    now: float,
+    repeat: bool = False,
+) -> list[Routed]:
+    """Who to notify at ``level`` about an alert of ``severity``: each person once, in the order of the audiences.
+
+    A recipient whose preferences exclude this severity is left out; the resident's bracelet is told reminders
+    only (alarms are for the people who come); a repeat pages only the audiences that are paged (not the family).
+    Someone in two audiences is paged if either pages them.
+    """
+    chosen: dict[str, Routed] = {}
+    for audience in policy.level(level).audiences:
+        if repeat and not audience.paged:
+            continue
+        if audience.kind is AudienceKind.RESIDENT and severity.is_alarm:
+            continue
+        for recipient in audience_members(directory, audience, resident_id=resident_id, home_id=home_id, now=now):
+            if not wants(recipient, severity):
+                continue
+            known = chosen.get(recipient.recipient_id)
+            if known is None:
+                chosen[recipient.recipient_id] = Routed(recipient, audience.paged)
+            elif audience.paged and not known.paged:
+                chosen[recipient.recipient_id] = Routed(known.recipient, True)
+    return list(chosen.values())
+
+
 def recipients_at(
     policy: EscalationPolicy,
     directory: RecipientDirectory,
@@ -305,18 +348,8 @@ def recipients_at(
     now: float,
     repeat: bool = False,
 ) -> list[Recipient]:
-    """Who to notify at ``level`` about an alert of ``severity``: each person once, in the order of the audiences.
-
-    A recipient whose preferences exclude this severity is left out; the resident's bracelet is told reminders
-    only (alarms are for the people who come); a repeat pages only the audiences that are paged (not the family).
-    """
-    chosen: dict[str, Recipient] = {}
-    for audience in policy.level(level).audiences:
-        if repeat and not audience.paged:
-            continue
-        if audience.kind is AudienceKind.RESIDENT and severity.is_alarm:
-            continue
-        for recipient in audience_members(directory, audience, resident_id=resident_id, home_id=home_id, now=now):
-            if recipient.recipient_id not in chosen and wants(recipient, severity):
-                chosen[recipient.recipient_id] = recipient
-    return list(chosen.values())
+    """The recipients :func:`route` picks, without the paged / informed distinction."""
+    routed = route(
+        policy, directory, level, resident_id=resident_id, home_id=home_id, severity=severity, now=now, repeat=repeat
+    )
+    return [r.recipient for r in routed]

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from alerts.escalation import EscalationPolicy, RecipientDirectory, recipients_at
+from alerts.escalation import EscalationPolicy, RecipientDirectory, route
 from alerts.lifecycle import (
     SYSTEM,
     Acknowledge,
@@ -258,11 +258,16 @@ class AlertService:
         changes: list[AlertChange] = []
         with self.store.transaction() as tx:
             for _ in range(MAX_TIMERS_PER_CALL):
-                timer = tx.next_due_timer(now)
-                if timer is None:
+                found = tx.next_due_timer(now)
+                if found is None:
                     break
+                # The alert first, then its timer: the order every other writer takes, so no deadlock; a timer
+                # another process fired or moved meanwhile is gone or no longer due.
+                alert = tx.alert(found.alert_id, lock=True)
+                timer = tx.lock_timer(found.key)
+                if timer is None or timer.due_ts > now:
+                    continue
                 tx.delete_timer(timer.key)
-                alert = tx.alert(timer.alert_id, lock=True)
                 if alert is None:
                     continue
                 event = _TIMER_EVENTS[timer.kind](timer.level)
@@ -403,16 +408,17 @@ class AlertService:
             and after.severity.is_alarm
             and self.policy.has_next(after.level)
         ):
-            # Nobody at this level can be reached: waiting out the timeout would only delay the next level.
+            # Nobody this level pages can be reached: waiting out the timeout would only delay the next level.
             name = self.policy.level(after.level).name
-            skip = EscalationTimeout(after.level, reason=f"nobody to notify at level {after.level} ({name})")
+            skip = EscalationTimeout(after.level, reason=f"nobody to page at level {after.level} ({name})")
             after, more = self._step(tx, after, skip, now)
             changes.extend(more)
         return after, changes
 
     def _notify(self, tx: StoreTransaction, alert: AlertSnapshot, effect: Notify, now: float) -> bool:
-        """Put the level's notifications in the outbox; False when nobody at the level can be reached."""
-        recipients = recipients_at(
+        """Put the level's notifications in the outbox; False when nobody the level pages can be reached (the family
+        and the bracelet are informed, not paged)."""
+        routed = route(
             self.policy,
             self.directory,
             effect.level,
@@ -422,44 +428,50 @@ class AlertService:
             now=now,
             repeat=effect.repeat,
         )
-        context = self._alarm_context(tx, alert, now) if recipients else {}
+        context = self._alarm_context(tx, alert, now) if routed else {}
         resident_name = str(context.get("resident_name", alert.resident_id))
-        reached: list[str] = []
-        unreachable: list[str] = []
-        for recipient in recipients:
+        reached: set[str] = set()
+        paged: set[str] = set()
+        unreachable: set[str] = set()
+        for recipient, is_paged in ((r.recipient, r.paged) for r in routed):
+            rid = recipient.recipient_id
             channels = [c for c in recipient.channels if c is not ChannelName.LIVE]
-            if len(channels) < len(recipient.channels):
-                reached.append(recipient.recipient_id)  # their live channel is the console's push
+            ok = len(channels) < len(recipient.channels)  # their live channel is the console's push
             for channel in channels:
                 notification = self._compose(alert, recipient, channel, effect, resident_name, context, now)
                 problem = _unreachable(recipient, channel)
                 if problem is None:
                     due = earliest_delivery(recipient, alert.severity, now)
                     tx.add_notification(notification, alert.seq, next_attempt_at=due)
-                    reached.append(recipient.recipient_id)
+                    ok = True
                     continue
                 tx.add_notification(
                     notification, alert.seq, next_attempt_at=None, status=DeliveryStatus.FAILED, last_error=problem
                 )
-                unreachable.append(recipient.recipient_id)
+                unreachable.add(rid)
                 detail = {
                     "notification_id": notification.notification_id,
                     "channel": channel.value,
-                    "recipient_id": recipient.recipient_id,
+                    "recipient_id": rid,
                     "attempts": 0,
                     "error": problem,
                 }
                 tx.append_audit(now, SYSTEM, "delivery_failed", alert.alert_id, detail)
+            if ok:
+                reached.add(rid)
+                if is_paged:
+                    paged.add(rid)
         detail = {
             "level": effect.level,
             "level_name": self.policy.level(effect.level).name,
             "repeat": effect.repeat,
-            "recipients": sorted(set(reached)),
-            "unreachable": sorted(set(unreachable) - set(reached)),
+            "recipients": sorted(reached),
+            "paged": sorted(paged),
+            "unreachable": sorted(unreachable - reached),
             "reason": effect.reason,
         }
         tx.append_audit(now, SYSTEM, "notify" if reached else "nobody_to_notify", alert.alert_id, detail)
-        return bool(reached)
+        return bool(paged)
 
     def _compose(
         self,

@@ -19,8 +19,9 @@ Tables (all named ``alert*``, so they can share the registry's database; their o
 
 On SQLite every write transaction starts with ``BEGIN IMMEDIATE``: the loop and the dispatcher write from two
 threads, and a deferred transaction that reads and then writes would fail with "database is locked" instead of
-waiting its turn. On PostgreSQL an open alert is read ``FOR UPDATE`` and due timers and notifications are claimed
-``FOR UPDATE SKIP LOCKED``, so two service processes never fire a timer or send a notification twice.
+waiting its turn. On PostgreSQL an alert is locked ``FOR UPDATE`` before its timers (every writer takes that
+order, so none deadlocks) and due notifications are claimed ``FOR UPDATE SKIP LOCKED``, so two service processes
+never fire a timer or send a notification twice.
 """
 
 from __future__ import annotations
@@ -719,12 +720,16 @@ class StoreTransaction:
         self.connection.execute(delete(timers_table).where(timers_table.c.key == timer_key(alert_id, kind)))
 
     def next_due_timer(self, now: float) -> Timer | None:
-        """The earliest timer due at ``now``, locked (skipping timers another process is firing)."""
+        """The earliest timer due at ``now`` (not locked: lock its alert, then :meth:`lock_timer`)."""
         t = timers_table
         statement = select(t).where(t.c.due_ts <= now).order_by(t.c.due_ts, t.c.key).limit(1)
-        if self._locks:
-            statement = statement.with_for_update(skip_locked=True)
         row = self.connection.execute(statement).first()
+        return None if row is None else _timer(row)
+
+    def lock_timer(self, key: str) -> Timer | None:
+        """A timer by key, locked for this transaction (None: another process fired it)."""
+        statement = select(timers_table).where(timers_table.c.key == key)
+        row = self.connection.execute(self._locked(statement)).first()
         return None if row is None else _timer(row)
 
     def delete_timer(self, key: str) -> None:

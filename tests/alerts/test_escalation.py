@@ -14,6 +14,7 @@ from alerts.escalation import (
     PolicyError,
     load_escalation_policy,
     recipients_at,
+    route,
 )
 from alerts.models import ChannelName, Recipient, RecipientKind, Severity
 
@@ -192,3 +193,10 @@ def test_higher_levels(directory: Directory) -> None:
     assert at(3) == ["family:1"]
     with pytest.raises(IndexError):
         at(4)
+
+
+def test_route_says_who_is_paged_and_who_is_informed(directory: Directory) -> None:
+    policy = EscalationPolicy.from_mapping({"levels": [{"name": "all", "notify": ["family", "emergency_contacts"]}]})
+    routed = route(policy, directory, 0, resident_id="R0001", home_id="H0001", severity=Severity.HIGH, now=T0)
+    # the daughter is family (informed) and an emergency contact (paged): paged; the son is only informed
+    assert [(r.recipient.recipient_id, r.paged) for r in routed] == [("family:1", True), ("family:2", False)]

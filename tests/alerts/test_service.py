@@ -459,7 +459,7 @@ def test_nobody_on_duty_at_a_level_escalates_at_once(world: World) -> None:
     changes = service.fire_due()
     # level 1 (doctor on duty) has nobody: straight on to level 2, the community lead
     assert [c.alert.level for c in changes] == [1, 2]
-    assert "nobody to notify at level 1 (doctor on duty)" in changes[1].reason
+    assert "nobody to page at level 1 (doctor on duty)" in changes[1].reason
     assert [p for p in people(service.deliveries(alert_id)) if p[2] > 0] == [("lead-1", "email", 2)]
     actions = [e.action for e in service.audit(alert_id=alert_id)]
     assert actions[-4:] == ["escalate", "nobody_to_notify", "escalate", "notify"]
@@ -596,3 +596,57 @@ def test_an_alarm_nobody_can_be_told_of_walks_every_level_and_stays_on_the_conso
     deliveries = service.deliveries(changes[0].alert.alert_id)
     assert {d.notification.recipient.kind for d in deliveries} == {RecipientKind.STAFF}  # the console only
     assert len(deliveries) == 4
+
+
+class _FamilyOnly(_NoOne):
+    """A directory in which only the family can be reached."""
+
+    def family(self, resident_id: str) -> list[Recipient]:
+        return [Recipient("family:1", RecipientKind.FAMILY, "Mei", email="mei@example.org", min_severity=Severity.LOW)]
+
+
+def test_a_level_that_only_informs_the_family_does_not_wait_for_its_timeout(world: World) -> None:
+    service = AlertService(world.store, EscalationPolicy.default(), _FamilyOnly(), world.clock)
+    changes = service.handle_signal(fall(T0, kind="sos", cancel_window_s=0.0, source="ev-sos"))
+    alert_id = changes[0].alert.alert_id
+    assert changes[1].reason.startswith("nobody to page at level 0 (responsible)")
+    assert people(service.deliveries(alert_id), at=T0) == [("family:1", "email", 0)]
+    notify = [e for e in service.audit(alert_id=alert_id) if e.action == "notify"]
+    assert (notify[0].detail["recipients"], notify[0].detail["paged"]) == (["family:1"], [])
+
+
+def test_two_services_firing_the_same_timers_fire_each_once(world: World, db_url: str) -> None:
+    first = world.service()
+    alert_ids = [
+        first.handle_signal(fall(T0, kind=f"sos{i}", cancel_window_s=0.0, source=f"ev-{i}"))[0].alert.alert_id
+        for i in range(12)
+    ]
+    world.clock.advance(120.0)  # every escalation (and repeat) is due
+    with open_alert_store(db_url) as other_store:
+        second = AlertService(
+            other_store,
+            EscalationPolicy.default(),
+            RegistryDirectory(world.registry, shifts=other_store, preferences=other_store),
+            world.clock,
+        )
+        fired: list[list[AlertChange]] = []
+        errors: list[BaseException] = []
+        start = threading.Barrier(2)
+
+        def fire(service: AlertService) -> None:
+            try:
+                start.wait()
+                fired.append(service.fire_due())
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=fire, args=(s,)) for s in (first, second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert sorted(c.alert.alert_id for changes in fired for c in changes) == sorted(alert_ids)
+    for alert_id in alert_ids:
+        actions = [t.action for t in first.history(alert_id)]
+        assert actions == ["raise", "repeat_notify", "escalate"]
