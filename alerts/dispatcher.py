@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from alerts.models import ChannelName, DeliveryError, Notifier
 from alerts.service import AlertService
 from alerts.store import AlertStore, Delivery
 from careloop.clock import Clock
+
+log = logging.getLogger(__name__)
 
 #: The longest error text kept with a delivery.
 MAX_ERROR = 2000
@@ -99,15 +104,28 @@ class Dispatcher:
                 return attempted
 
     async def run(self, stop_event: asyncio.Event) -> None:
-        """Deliver until ``stop_event`` is set: at once when woken, else when the next notification is due."""
+        """Deliver until ``stop_event`` is set: at once when woken, else when the next notification is due.
+
+        When the database cannot be reached, says so in the log and tries again (1 s, 2 s, ... up to ``idle_s``):
+        the notifications wait in the outbox meanwhile, and one that was sent but not recorded is sent again
+        after its lease.
+        """
         self._loop = asyncio.get_running_loop()
         self._wakeup = wakeup = asyncio.Event()
+        outage = 0
         try:
             while not stop_event.is_set():
                 wakeup.clear()
-                await self.run_once()
-                due = await asyncio.to_thread(self.store.next_delivery_at)
-                delay = self.idle_s if due is None else min(self.idle_s, max(0.0, due - self.clock.now()))
+                try:
+                    await self.run_once()
+                    due = await asyncio.to_thread(self.store.next_delivery_at)
+                except (OperationalError, InterfaceError) as exc:
+                    outage += 1
+                    delay = min(self.idle_s, 2.0 ** (outage - 1))
+                    log.error("the outbox database is unavailable (%s); trying again in %g s", exc, delay)
+                else:
+                    outage = 0
+                    delay = self.idle_s if due is None else min(self.idle_s, max(0.0, due - self.clock.now()))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await _first_of(wakeup, stop_event)

@@ -26,7 +26,9 @@ never fire a timer or send a notification twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +67,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import make_url
 
 from alerts.lifecycle import AlertSnapshot, RecordTransition, TimerKind
 from alerts.models import (
@@ -351,7 +354,13 @@ def notification_id(alert_id: str, seq: int, channel: ChannelName, recipient_id:
 
 # -- engine and migrations ------------------------------------------------------------------------------------------
 def create_alert_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; on SQLite with foreign keys, WAL, a busy timeout and BEGIN IMMEDIATE for writers."""
+    """An engine for ``url``; on SQLite with foreign keys, WAL, a busy timeout and BEGIN IMMEDIATE for writers.
+
+    An in-memory SQLite database is refused: each thread would get its own empty database.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ValueError("the alerts store needs a SQLite file or PostgreSQL, not an in-memory database")
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)
@@ -858,11 +867,14 @@ class AlertStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # SQLite has one writer at a time anyway: writers of this process queue here, not holding a pooled
+        # connection each while they wait (a writer may need a second connection to read, e.g. preferences).
+        self._writer = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
     @contextmanager
     def transaction(self) -> Iterator[StoreTransaction]:
         """A read-write transaction: committed when the block ends, rolled back when it raises."""
-        with self.engine.begin() as connection:
+        with self._writer, self.engine.begin() as connection:
             yield StoreTransaction(connection)
 
     @contextmanager

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from alerts.dispatcher import Dispatcher, ExponentialBackoff
 from alerts.escalation import EscalationPolicy
@@ -307,3 +308,29 @@ def test_a_lease_must_outlast_a_send(store: AlertStore) -> None:
         Dispatcher(store, {}, ManualClock(T0), send_timeout_s=60, lease_s=30)
     with pytest.raises(ValueError, match="max_attempts"):
         Dispatcher(store, {}, ManualClock(T0), max_attempts=0)
+
+
+async def test_run_waits_out_a_database_outage_and_loses_nothing(
+    store: AlertStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock(T0)
+    loop = service(store, clock)
+    loop.handle_signal(sos(T0))
+    live = Channel(ChannelName.LIVE)
+    dispatcher = Dispatcher(loop, channels(live=live), clock, idle_s=3600)
+    claim = store.claim_due
+    outages = [OperationalError("SELECT ...", {}, Exception("connection refused"))]
+
+    def flaky(now: float, *, limit: int, lease_s: float) -> list[Delivery]:
+        if outages:
+            raise outages.pop()
+        return claim(now, limit=limit, lease_s=lease_s)
+
+    monkeypatch.setattr(store, "claim_due", flaky)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    await asyncio.wait_for(live.arrived.wait(), timeout=10)  # tried again after 1 s
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+    assert "the outbox database is unavailable" in caplog.text
+    assert {d.status for d in store.deliveries()} == {DeliveryStatus.DELIVERED}

@@ -314,3 +314,10 @@ def test_shifts_are_added_once_and_found_by_role_and_time(store: AlertStore) -> 
     assert store.shifts_at("doctor", T0 + 8 * 3600) == [night]  # a shift ends where the next begins
     assert store.shifts_at("nurse", T0 + 9 * 3600) == []
     assert store.shifts(ending_after=T0 + 9 * 3600) == [night]
+
+
+def test_an_in_memory_database_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an in-memory database"):
+        open_alert_store("sqlite://")
+    with pytest.raises(ValueError, match="not an in-memory database"):
+        open_alert_store("sqlite:///:memory:")
