@@ -9,7 +9,9 @@ The table (``_TABLE``), by state:
 
 - *(none)*: a raised signal opens an alert: PENDING with a cancel-window timer when the signal has a window
   (falls), else OPEN, notifying level 0 and arming the escalation (alarms) or the promotion (reminders).
-- PENDING: "I'm OK" -> CANCELLED (nobody was paged); the window elapsing -> OPEN and level 0 notified.
+- PENDING: "I'm OK" -> CANCELLED (nobody was paged; an OK that arrives while the alarm is still pending counts,
+  even a moment after the window, since no one has been paged yet); the window elapsing -> OPEN and level 0
+  notified.
 - OPEN: escalation timeout -> the next level notified; repeat timer -> the same level paged again; a reminder
   whose promotion is due (unanswered, condition still there) -> an alarm of its ``promote_to`` severity.
 - PENDING / OPEN / ACKNOWLEDGED / IN_HANDLING: a repeated signal counts (count, latest value; a worse severity is
