@@ -1,0 +1,403 @@
+"""The alerts process: central broker in, rules, the persistent loop, notifications out.
+
+One MQTT client (MQTT 5, persistent session, manual acknowledgement) receives what SIM bracelets and edge
+gateways publish. Its receive queue is a priority queue, so an SOS or a fall never waits behind a backlog of vitals;
+the broker's receive maximum bounds it. Each message is validated (a bad one is counted by reason and
+dead-lettered), turned into observations, and given to the rule engine; every signal goes to the alert service,
+which persists the transition, its audit entry and its notifications in one transaction. Only then is the message
+acknowledged, and the dispatcher woken to send what is due (the live state change first of all).
+
+Tasks, in one TaskGroup: the broker link, the ticker (rules that fire on time passing, and the loop's timers:
+cancel windows, escalations, repeats), the dispatcher, and the registry refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import aiomqtt
+
+from alerts.context import ContextBook
+from alerts.directory import ResidentBook, Snapshot, load_snapshot
+from alerts.dispatcher import Dispatcher
+from alerts.escalation import EscalationPolicy, load_escalation_policy
+from alerts.intake import PRIORITY, SUBSCRIBED, intake
+from alerts.models import ChannelName, Notifier, Observation, ResidentProfile, Signal, VitalsObservation
+from alerts.notify.bracelet import BraceletNotifier
+from alerts.notify.email import EmailNotifier
+from alerts.notify.live import LiveNotifier
+from alerts.notify.webhook import WebhookNotifier
+from alerts.roster import RegistryDirectory
+from alerts.rules import RuleEngine
+from alerts.ruleset import RuleSet, load_rules
+from alerts.service import AlertService
+from alerts.store import AlertStore, open_alert_store
+from careloop.clock import Clock, SystemClock
+from careloop.codec import PayloadError, RejectReason, encode
+from careloop.contract import decode_message
+from careloop.mqtt import CONNECTION_ERRORS, Backoff, ack, dead_letter, mqtt_client, payload_bytes, subscribe_all
+from careloop.registry.store import Registry, open_registry
+from careloop.settings import CareloopSettings
+from careloop.topics import TopicTree
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "alerts"
+T = TypeVar("T")
+
+
+class RuleEngineLike(Protocol):
+    """What the app needs of the rule engine (alerts.rules.RuleEngine)."""
+
+    def observe(self, obs: Observation, profile: ResidentProfile, now: float) -> list[Signal]: ...
+
+    def tick(self, now: float) -> list[Signal]: ...
+
+
+class ServiceLike(Protocol):
+    """What the app needs of the alert service (alerts.service.AlertService)."""
+
+    def handle_signal(self, signal: Signal) -> Sequence[Any]: ...
+
+    def fire_due(self) -> Sequence[Any]: ...
+
+    def next_due(self) -> float | None: ...
+
+
+class DispatcherLike(Protocol):
+    """What the app needs of the dispatcher (alerts.dispatcher.Dispatcher)."""
+
+    def wake(self) -> None: ...
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+@dataclass
+class AlertsStats:
+    """Counters an operator (and the tests) read."""
+
+    received: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    observations: int = 0
+    signals: int = 0
+    changes: int = 0
+    acked: int = 0
+    connects: int = 0
+    connected: bool = False
+    service_errors: int = 0
+
+
+def _priority(topic: str) -> int:
+    # by the topic's last level: cheaper than parsing, and the tree is checked when the message is decoded
+    tail = topic.rsplit("/", 1)[-1]
+    if tail in ("sos", "events", "ok"):
+        return 0
+    if tail == "vitals":
+        return 2
+    return 1
+
+
+class PriorityMessageQueue(asyncio.PriorityQueue[aiomqtt.Message]):
+    """aiomqtt's receive queue, most urgent topic first, then in arrival order."""
+
+    _counter = itertools.count()
+
+    def _put(self, item: aiomqtt.Message) -> None:
+        heapq.heappush(self._queue, (_priority(item.topic.value), next(self._counter), item))  # type: ignore[attr-defined]
+
+    def _get(self) -> aiomqtt.Message:
+        return heapq.heappop(self._queue)[2]  # type: ignore[attr-defined,no-any-return]
+
+
+class _Publisher:
+    """The notifiers' handle on the current MQTT connection (a reconnect replaces the client underneath)."""
+
+    def __init__(self) -> None:
+        self.client: aiomqtt.Client | None = None
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, **kw: Any) -> None:
+        client = self.client
+        if client is None:
+            raise aiomqtt.MqttError("not connected to the central broker")
+        await client.publish(topic, payload, qos=qos, retain=retain, **kw)
+
+
+class AlertsApp:
+    """The running alerts service; `run()` until cancelled."""
+
+    def __init__(
+        self,
+        settings: CareloopSettings,
+        *,
+        engine: RuleEngineLike,
+        service: ServiceLike,
+        dispatcher: DispatcherLike,
+        book: ResidentBook,
+        contexts: ContextBook,
+        clock: Clock,
+        publisher: _Publisher | None = None,
+        load_registry: Callable[[], Snapshot] | None = None,
+        registry_refresh_s: float = 60.0,
+        tick_s: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.service = service
+        self.dispatcher = dispatcher
+        self.book = book
+        self.contexts = contexts
+        self.clock = clock
+        self.publisher = publisher or _Publisher()
+        self.load_registry = load_registry
+        self.registry_refresh_s = registry_refresh_s
+        self.tick_s = tick_s
+        self.tree = TopicTree(settings.mqtt.topic_root)
+        self.stats = AlertsStats()
+        self.ready = asyncio.Event()
+        self.stop = asyncio.Event()
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts-db")  # one writer, in order
+        self._timer_wake = asyncio.Event()
+
+    # -- the one place that touches the database from the event loop -----------------------------------------
+    async def _db_call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._link(), name="alerts-link")
+                tasks.create_task(self._ticker(), name="alerts-ticker")
+                tasks.create_task(self.dispatcher.run(self.stop), name="alerts-dispatcher")
+                if self.load_registry is not None:
+                    tasks.create_task(self._refresh_registry(), name="alerts-registry")
+        finally:
+            self.stop.set()
+            self._db.shutdown(wait=True)
+
+    # -- signals into the loop ------------------------------------------------------------------------------
+    async def _handle_signals(self, signals: Sequence[Signal]) -> int:
+        changes = 0
+        for signal in signals:
+            self.stats.signals += 1
+            result = await self._db_call(self.service.handle_signal, signal)
+            changes += len(result)
+        if changes:
+            self.stats.changes += changes
+            self.dispatcher.wake()
+        if signals:
+            self._timer_wake.set()  # a new cancel window or escalation may be due sooner than the ticker thinks
+        return changes
+
+    def _observe(self, observations: Sequence[Observation], now: float) -> list[Signal]:
+        signals: list[Signal] = []
+        for obs in observations:
+            self.stats.observations += 1
+            if isinstance(obs, VitalsObservation):
+                self.contexts.add_vitals(obs)
+            signals.extend(self.engine.observe(obs, self.book.profile(obs.resident_id, obs.home_id), now))
+        return signals
+
+    async def process(self, topic: str, payload: bytes) -> list[Signal]:
+        """Validate one message and act on it; returns the signals it caused (rejections raise PayloadError)."""
+        now = self.clock.now()
+        parsed, message = decode_message(self.tree, topic, payload, now=now)
+        if parsed.kind not in PRIORITY:
+            raise PayloadError(RejectReason.UNKNOWN_TOPIC, f"alerts does not take {parsed.kind.value} messages")
+        found = intake(parsed, message, self.book, now)
+        for resident, location in found.locations:
+            self.contexts.add_location(resident, location)
+        signals = self._observe(found.observations, now)
+        await self._handle_signals(signals)
+        return signals
+
+    # -- the central broker -----------------------------------------------------------------------------------
+    def _filters(self) -> list[str]:
+        return [self.tree.filter(kind) for kind in SUBSCRIBED]
+
+    async def _link(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                client = mqtt_client(
+                    self.settings.mqtt,
+                    client_id=self.settings.alerts.client_id,
+                    clean_start=False,
+                    session_expiry_s=self.settings.mqtt.session_expiry_s,
+                    receive_maximum=self.settings.alerts.receive_maximum,
+                    manual_ack=True,
+                    queue_type=PriorityMessageQueue,
+                )
+                async with client:
+                    self.publisher.client = client
+                    self.stats.connects += 1
+                    self.stats.connected = True
+                    backoff.reset()
+                    await subscribe_all(client, self._filters())
+                    log.info("alerts connected to %s as %s", self.settings.mqtt.url, self.settings.alerts.client_id)
+                    self.ready.set()
+                    async for message in client.messages:
+                        await self._receive(client, message)
+            except* CONNECTION_ERRORS as group:
+                log.warning("central broker link lost: %s", group.exceptions[0])
+            finally:
+                self.publisher.client = None
+                self.stats.connected = False
+                self.ready.clear()
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _receive(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        payload = payload_bytes(message)
+        self.stats.received += 1
+        try:
+            await self.process(topic, payload)
+        except PayloadError as exc:
+            self.stats.rejected[exc.reason.value] += 1
+            letter = dead_letter(COMPONENT, topic, payload, exc, self.clock.now())
+            log.info("rejected %s: %s: %s", topic, exc.reason.value, exc.detail)
+            await client.publish(self.tree.dead_letter(COMPONENT), encode(letter), qos=1)
+        except CONNECTION_ERRORS:
+            raise
+        except Exception:
+            # The database refused (full disk, lost connection): do not acknowledge, so the broker keeps the
+            # message and sends it again after we reconnect; say it loudly.
+            self.stats.service_errors += 1
+            log.exception("could not persist what %s says; it stays unacknowledged and comes again", topic)
+            raise aiomqtt.MqttError("alert service failed; reconnecting to have the message again") from None
+        else:
+            self.stats.accepted += 1
+        ack(client, message)
+        self.stats.acked += 1
+
+    # -- time ---------------------------------------------------------------------------------------------------
+    def poke(self) -> None:
+        """Look at the clock now (tests call this after advancing a manual clock)."""
+        self._timer_wake.set()
+
+    async def _ticker(self) -> None:
+        while True:
+            now = self.clock.now()
+            await self._handle_signals(self.engine.tick(now))
+            changes = await self._db_call(self.service.fire_due)
+            if changes:
+                self.stats.changes += len(changes)
+                self.dispatcher.wake()
+            due = await self._db_call(self.service.next_due)
+            wait = self.tick_s if due is None else max(0.0, min(self.tick_s, due - self.clock.now()))
+            self._timer_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wake.wait(), timeout=wait)
+
+    async def _refresh_registry(self) -> None:
+        assert self.load_registry is not None
+        while True:
+            await asyncio.sleep(self.registry_refresh_s)
+            try:
+                self.book.replace(await self._db_call(self.load_registry))
+            except Exception:  # the registry is down: keep the last good snapshot, and say so
+                log.exception("registry refresh failed; keeping the snapshot from before")
+
+
+async def run_until(app: AlertsApp, stop: Awaitable[Any]) -> None:
+    """Run the app until `stop` completes (a signal handler's future, a test's event)."""
+    task = asyncio.create_task(app.run(), name="alerts")
+    try:
+        await stop
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+# -- assembling the service from settings --------------------------------------------------------------------------
+@dataclass
+class AlertsRuntime:
+    """Everything `careloop alerts run` starts, built from settings; `close()` releases the databases."""
+
+    app: AlertsApp
+    service: AlertService
+    store: AlertStore
+    registry: Registry
+    notifiers: dict[ChannelName, Notifier]
+
+    def close(self) -> None:
+        """Close the databases (after the app stopped)."""
+        self.store.close()
+        self.registry.close()
+
+
+def build_runtime(
+    settings: CareloopSettings,
+    *,
+    clock: Clock | None = None,
+    rules: RuleSet | None = None,
+    policy: EscalationPolicy | None = None,
+    notifiers: Mapping[ChannelName, Notifier] | None = None,
+    tick_s: float = 1.0,
+) -> AlertsRuntime:
+    """The alerts service on the settings' database and broker; extra or replacement notifiers may be given."""
+    clock = clock or SystemClock()
+    rules = rules or load_rules(settings.alerts.rules_file)
+    policy = policy or load_escalation_policy(settings.alerts.escalation_file)
+    registry = open_registry(settings.database.url)
+    store = open_alert_store(settings.database.url)
+    book = ResidentBook(load_snapshot(registry))
+    contexts = ContextBook(book)
+    engine = RuleEngine(rules, profile_of=lambda resident: book.snapshot.profiles.get(resident))
+    now = clock.now()
+    for profile in book.snapshot.profiles.values():  # so tick-driven rules (no data, medication) know everyone
+        engine.update_profile(profile, now)
+    directory = RegistryDirectory(registry, shifts=store, preferences=store)
+    service = AlertService(
+        store,
+        policy,
+        directory,
+        clock,
+        console_url=settings.alerts.console_url,
+        context=lambda resident, home: contexts.context(resident, home, clock.now()),
+    )
+    publisher = _Publisher()
+    tree = TopicTree(settings.mqtt.topic_root)
+    senders: dict[ChannelName, Notifier] = {
+        ChannelName.LIVE: LiveNotifier(publisher, tree),  # type: ignore[arg-type]
+        ChannelName.BRACELET: BraceletNotifier(publisher, tree),  # type: ignore[arg-type]
+    }
+    a = settings.alerts
+    if a.smtp_host:
+        senders[ChannelName.EMAIL] = EmailNotifier(
+            a.smtp_host,
+            a.smtp_port,
+            a.smtp_sender,
+            username=a.smtp_username,
+            password=a.smtp_password.get_secret_value() if a.smtp_password else None,
+            starttls=a.smtp_starttls,
+            console_url=a.console_url,
+        )
+    if a.webhook_url and a.webhook_secret:
+        senders[ChannelName.WEBHOOK] = WebhookNotifier(a.webhook_url, a.webhook_secret.get_secret_value().encode())
+    senders.update(notifiers or {})
+    dispatcher = Dispatcher(service, senders, clock)
+    app = AlertsApp(
+        settings,
+        engine=engine,
+        service=service,
+        dispatcher=dispatcher,
+        book=book,
+        contexts=contexts,
+        clock=clock,
+        publisher=publisher,
+        load_registry=lambda: load_snapshot(registry),
+        tick_s=tick_s,
+    )
+    return AlertsRuntime(app, service, store, registry, senders)
