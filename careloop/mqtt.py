@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from careloop import messages as m
 from careloop.codec import PayloadError
 from careloop.settings import MqttSettings
+
+# paho leaves Nagle's algorithm on: a PUBLISH written right after a PUBACK then waits for the broker's delayed
+# ACK of the PUBACK, up to 40 ms on Linux. Alarms are small messages that must not wait.
+NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 # What a lost or refused connection raises; a link task catches these and reconnects.
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (aiomqtt.MqttError, OSError, TimeoutError)
@@ -58,6 +63,7 @@ def mqtt_client(
         tls_params=tls,
         max_inflight_messages=max_inflight,
         queue_type=queue_type,
+        socket_options=NO_DELAY,
         timeout=15.0,
     )
     if manual_ack:
