@@ -42,6 +42,7 @@ from careloop import messages as m
 from careloop.clock import Clock, SystemClock
 from careloop.codec import PayloadError, RejectReason, encode
 from careloop.contract import SPECS, decode_message
+from careloop.mqtt import CONNECTION_ERRORS, Backoff, ack, mqtt_client, payload_bytes, subscribe_all
 from careloop.settings import MqttSettings
 from careloop.topics import Topic, TopicKind, TopicTree
 from edge.models import HomeConfig, Outputs
@@ -54,18 +55,7 @@ from edge.outbox import (
     message_digest,
     staged_items,
 )
-from edge.uplink import (
-    CONNECTION_ERRORS,
-    Backoff,
-    Uplink,
-    UplinkOptions,
-    ack,
-    dead_letter,
-    heartbeat_for,
-    mqtt_client,
-    payload_bytes,
-    subscribe_all,
-)
+from edge.uplink import Uplink, UplinkOptions, dead_letter, heartbeat_for
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,14 @@ from paho.mqtt.properties import Properties
 
 from careloop import messages as m
 from careloop.codec import encode
+from careloop.mqtt import Backoff
 from careloop.settings import MqttSettings
 from careloop.testing.mosquitto import Mosquitto
 from careloop.topics import TopicKind, TopicTree
 from edge.models import HomeConfig
 from edge.outbox import AsyncOutbox, BatchPolicy, Outbox, Stream, decode_batch, item_json, msg_id_for
 from edge.service import EdgeOptions, EdgeService, default_monitor_factory
-from edge.uplink import Backoff, Uplink, UplinkOptions
+from edge.uplink import Uplink, UplinkOptions
 from simulators.mqtt_sink import MqttSink
 from simulators.runner import build, play, stream
 from simulators.scenario import anchor_start, load_scenario
