@@ -12,7 +12,7 @@ broker down instead of growing a queue.
 
 Why not paho-mqtt: a paho subscriber process that only counts spends about 48 us of CPU per received message (its
 `MQTTMessage`, `Properties`, callback dispatch, logging checks, and a PUBACK written per message under a lock);
-one on this client about 7 us, socket reads included (bench/ingest.py's MQTT ceilings), of which parsing the
+one on this client 5-7 us, socket reads included (bench/ingest.py's MQTT ceilings), of which parsing the
 PUBLISH and packing its PUBACK are 1.3 us. On a 2-core machine that shares its cores with Mosquitto and InfluxDB
 that difference is most of the ingest budget. Incoming bytes land in one reusable buffer
 (`asyncio.BufferedProtocol`), a PUBLISH is parsed with a few index operations, and the PUBACKs of a whole batch are
