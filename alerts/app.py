@@ -95,6 +95,7 @@ class AlertsStats:
     connects: int = 0
     connected: bool = False
     service_errors: int = 0
+    ticks: int = 0  # passes of the ticker (rules on time, the loop's timers); one that stops rising is stuck
 
 
 def _priority(topic: str) -> int:
@@ -282,11 +283,16 @@ class AlertsApp:
 
     # -- time ---------------------------------------------------------------------------------------------------
     def poke(self) -> None:
-        """Look at the clock now (tests call this after advancing a manual clock)."""
+        """Look at the clock now: timers, time-driven rules and the outbox (tests call this after advancing a manual
+        clock; a reminder held for quiet hours becomes due by the clock alone, so the dispatcher must look too)."""
         self._timer_wake.set()
+        self.dispatcher.wake()
 
     async def _ticker(self) -> None:
         while True:
+            # Cleared before the pass, not after it: a wake-up that comes during the pass (a new cancel window, a
+            # poke) runs another pass at once instead of being lost until the next tick.
+            self._timer_wake.clear()
             now = self.clock.now()
             await self._handle_signals(self.engine.tick(now))
             changes = await self._db_call(self.service.fire_due)
@@ -294,8 +300,8 @@ class AlertsApp:
                 self.stats.changes += len(changes)
                 self.dispatcher.wake()
             due = await self._db_call(self.service.next_due)
+            self.stats.ticks += 1
             wait = self.tick_s if due is None else max(0.0, min(self.tick_s, due - self.clock.now()))
-            self._timer_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), timeout=wait)
 
