@@ -173,11 +173,13 @@ class AlertsApp:
     async def _db_call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
 
-    async def run(self) -> None:
-        """Serve until cancelled."""
+    async def run(self, *, link: bool = True) -> None:
+        """Serve until cancelled. With ``link=False`` there is no broker link: the caller receives the messages and
+        hands each to :meth:`process`, and sets ``publisher.client`` (the demo, on an MQTT 3.1.1 broker)."""
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._link(), name="alerts-link")
+                if link:
+                    tasks.create_task(self._link(), name="alerts-link")
                 tasks.create_task(self._ticker(), name="alerts-ticker")
                 tasks.create_task(self.dispatcher.run(self.stop), name="alerts-dispatcher")
                 if self.load_registry is not None:

@@ -1,9 +1,10 @@
 """The zero-setup demo: an embedded MQTT broker and SQLite, and every component that joins the demo.
 
 Components join by declaring an entry point in the `careloop.demo` group: an async callable taking a
-`DemoContext`, run as a task beside the others until the demo ends. The kernel never imports them by name.
-Until components land, the demo tours the kernel: a bracelet publishes through the wire contract, a receiver
-validates every message, and rejected ones are counted by reason and dead-lettered.
+`DemoContext`, run as a task beside the others. Each sets `ctx.ready` once it listens (the demo bracelet starts
+when every component is ready), tells its own story, and returns; the demo ends when all have returned. The kernel
+never imports them by name. First the demo tours the kernel: a bracelet publishes through the wire contract, a
+receiver validates every message, and rejected ones are counted by reason and dead-lettered.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,10 @@ class DemoContext:
     workdir: Path
     clock: Clock
     say: Callable[[str], None]
+    #: Set by the component once it listens; the demo bracelet waits for every component's.
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set by the kernel when its tour is over: the bracelet's script sent and the receiver's verdicts printed.
+    tour_done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -186,21 +191,21 @@ async def run_demo(workdir: Path, say: Callable[[str], None] = print, timeout_s:
         ]
         expected = len(_bracelet_script(time.time()))
         ready, sent = asyncio.Event(), asyncio.Event()
+        contexts = [replace(ctx, ready=asyncio.Event()) for _ in components]  # one `ready` each, one `tour_done`
         async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as tasks:
             receiver = tasks.create_task(_receiver(ctx, tally, expected, ready), name="receiver")
-            running = [
-                tasks.create_task(component(ctx), name=getattr(component, "__name__", "component"))
-                for component in components
-            ]
+            for component, component_ctx in zip(components, contexts, strict=True):
+                tasks.create_task(component(component_ctx), name=getattr(component, "__name__", "component"))
             await ready.wait()
+            for component_ctx in contexts:
+                await component_ctx.ready.wait()
             tasks.create_task(_bracelet(ctx, sent), name="bracelet")
             await receiver
-            for task in running:  # components run until the demo's script is done
-                task.cancel()
-    accepted = sum(tally.accepted.values())
-    rejected = ", ".join(f"{reason} {n}" for reason, n in sorted(tally.rejected.items()))
-    say(
-        f"accepted {accepted} messages; rejected {sum(tally.rejected.values())} ({rejected}); "
-        f"{tally.dead_letters} dead letters published"
-    )
+            accepted = sum(tally.accepted.values())
+            rejected = ", ".join(f"{reason} {n}" for reason, n in sorted(tally.rejected.items()))
+            say(
+                f"accepted {accepted} messages; rejected {sum(tally.rejected.values())} ({rejected}); "
+                f"{tally.dead_letters} dead letters published"
+            )
+            ctx.tour_done.set()  # the components tell the rest of the story; the demo ends when all have returned
     return tally
