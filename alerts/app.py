@@ -18,6 +18,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,9 @@ from careloop.topics import TopicTree
 log = logging.getLogger(__name__)
 
 COMPONENT = "alerts"
+URGENT, VITALS = "urgent", "vitals"
+LINKS = (URGENT, VITALS)
+VITALS_PRIORITY = 2  # topics of this priority (alerts.intake.PRIORITY) go on the vitals link
 T = TypeVar("T")
 
 
@@ -164,7 +168,8 @@ class AlertsApp:
         self.tick_s = tick_s
         self.tree = TopicTree(settings.mqtt.topic_root)
         self.stats = AlertsStats()
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()  # both broker links connected and subscribed
+        self._links_up: set[str] = set()
         self.stop = asyncio.Event()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts-db")  # one writer, in order
         self._timer_wake = asyncio.Event()
@@ -179,8 +184,10 @@ class AlertsApp:
         try:
             async with asyncio.TaskGroup() as tasks:
                 if link:
-                    tasks.create_task(self._link(), name="alerts-link")
+                    for name in LINKS:
+                        tasks.create_task(self._link(name), name=f"alerts-link-{name}")
                 tasks.create_task(self._ticker(), name="alerts-ticker")
+                tasks.create_task(self._log_stats(), name="alerts-stats")
                 tasks.create_task(self.dispatcher.run(self.stop), name="alerts-dispatcher")
                 if self.load_registry is not None:
                     tasks.create_task(self._refresh_registry(), name="alerts-registry")
@@ -225,16 +232,34 @@ class AlertsApp:
         return signals
 
     # -- the central broker -----------------------------------------------------------------------------------
-    def _filters(self) -> list[str]:
-        return [self.tree.filter(kind) for kind in SUBSCRIBED]
+    # Two connections, each with its own persistent session: "urgent" (SOS, "I'm OK", edge events, device health)
+    # and "vitals". The broker sends a client its messages in order, so on one connection an SOS would wait behind
+    # every vitals message queued before it whenever the service falls behind (a burst, a restart with a backlog);
+    # the priority queue only reorders what has already arrived. On its own connection an SOS waits for no
+    # reading. Live pushes and bracelet commands go out on the urgent connection.
+    def _filters(self, link: str) -> list[str]:
+        urgent = link == URGENT
+        return [self.tree.filter(kind) for kind in SUBSCRIBED if (PRIORITY[kind] < VITALS_PRIORITY) == urgent]
 
-    async def _link(self) -> None:
+    def _mark(self, link: str, up: bool) -> None:
+        if up:
+            self._links_up.add(link)
+        else:
+            self._links_up.discard(link)
+        self.stats.connected = len(self._links_up) == len(LINKS)
+        if self.stats.connected:
+            self.ready.set()
+        else:
+            self.ready.clear()
+
+    async def _link(self, link: str) -> None:
         backoff = Backoff()
+        client_id = f"{self.settings.alerts.client_id}-{link}"
         while True:
             try:
                 client = mqtt_client(
                     self.settings.mqtt,
-                    client_id=self.settings.alerts.client_id,
+                    client_id=client_id,
                     clean_start=False,
                     session_expiry_s=self.settings.mqtt.session_expiry_s,
                     receive_maximum=self.settings.alerts.receive_maximum,
@@ -242,21 +267,21 @@ class AlertsApp:
                     queue_type=PriorityMessageQueue,
                 )
                 async with client:
-                    self.publisher.client = client
                     self.stats.connects += 1
-                    self.stats.connected = True
                     backoff.reset()
-                    await subscribe_all(client, self._filters())
-                    log.info("alerts connected to %s as %s", self.settings.mqtt.url, self.settings.alerts.client_id)
-                    self.ready.set()
+                    await subscribe_all(client, self._filters(link))
+                    if link == URGENT:
+                        self.publisher.client = client
+                    log.info("alerts connected to %s as %s", self.settings.mqtt.url, client_id)
+                    self._mark(link, True)
                     async for message in client.messages:
                         await self._receive(client, message)
             except* CONNECTION_ERRORS as group:
-                log.warning("central broker link lost: %s", group.exceptions[0])
+                log.warning("central broker link %s lost: %s", link, group.exceptions[0])
             finally:
-                self.publisher.client = None
-                self.stats.connected = False
-                self.ready.clear()
+                if link == URGENT:
+                    self.publisher.client = None
+                self._mark(link, False)
             await asyncio.sleep(backoff.next_delay())
 
     async def _receive(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
@@ -282,6 +307,23 @@ class AlertsApp:
             self.stats.accepted += 1
         ack(client, message)
         self.stats.acked += 1
+
+    async def _log_stats(self, every_s: float = 10.0) -> None:
+        """A line of counters every `every_s` for operators (and the latency bench, which reads the log)."""
+        while True:
+            await asyncio.sleep(every_s)
+            st = self.stats
+            log.info(
+                "stats t=%.3f received=%d accepted=%d rejected=%d signals=%d changes=%d acked=%d connected=%s",
+                time.time(),
+                st.received,
+                st.accepted,
+                sum(st.rejected.values()),
+                st.signals,
+                st.changes,
+                st.acked,
+                st.connected,
+            )
 
     # -- time ---------------------------------------------------------------------------------------------------
     def poke(self) -> None:

@@ -62,6 +62,21 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _intake_rate(log: Path, since: float, until: float) -> float | None:
+    """Messages a second the alerts service received between two of its stats lines inside [since, until]."""
+    points = []
+    for line in log.read_text(errors="replace").splitlines():
+        if " stats t=" in line:
+            fields = dict(part.split("=", 1) for part in line.split(" stats ", 1)[1].split())
+            t = float(fields["t"])
+            if since <= t <= until:
+                points.append((t, int(fields["received"])))
+    if len(points) < 2:
+        return None
+    (t0, n0), (t1, n1) = points[0], points[-1]
+    return (n1 - n0) / (t1 - t0)
+
+
 def _device(index: int) -> tuple[str, str]:
     return f"H{index:06d}", f"BR-{index:06d}"
 
@@ -99,11 +114,11 @@ async def _probe_phase(
                 waiting[device] = future  # unregistered bracelets stand for their wearer
                 payload = encode(m.SosPress(ts=time.time()))
                 started = time.perf_counter()
-                await client.publish(tree.device(TopicKind.DEVICE_SOS, home, device), payload, qos=1)
                 try:
+                    await client.publish(tree.device(TopicKind.DEVICE_SOS, home, device), payload, qos=1)
                     arrived = await asyncio.wait_for(future, timeout_s)
                     latencies.append(arrived - started)
-                except TimeoutError:
+                except (TimeoutError, aiomqtt.MqttError):
                     missing += 1
                 await asyncio.sleep(spacing_s)
         finally:
@@ -141,7 +156,7 @@ def main() -> int:
             "CARELOOP_MQTT__URL": broker.url,
             "CARELOOP_MQTT__TOPIC_ROOT": ROOT,
             "CARELOOP_DATABASE__URL": f"sqlite:///{tmp}/alerts.db",
-            "CARELOOP_LOG_LEVEL": "WARNING",
+            "CARELOOP_LOG_LEVEL": "INFO",
         }
         service = subprocess.Popen(
             [*CARELOOP_CMD, "alerts", "run"],
@@ -168,10 +183,14 @@ def main() -> int:
             )  # fmt: skip
             time.sleep(args.homes / 1000 + 8)  # the fleet connects at 1,000/s, then sends at full rate
             cpu0, t0 = _cpu_s(service.pid), time.perf_counter()
+            wall0 = time.time()
             loaded = asyncio.run(_probe_phase(broker, tree, args.probes + 1, args.probes, args.spacing, 5.0))
             elapsed = time.perf_counter() - t0
             results["loaded"] = _summary(*loaded)
             results["loaded"]["service_cpu_pct"] = round(100 * (_cpu_s(service.pid) - cpu0) / elapsed)
+            # what the service took in per second while the probes ran (it logs its counters every 10 s)
+            rate = _intake_rate(Path(tmp) / "alerts.log", wall0, time.time())
+            results["loaded"]["service_msg_s"] = None if rate is None else round(rate)
             fleet.send_signal(signal.SIGINT)
             out, _ = fleet.communicate(timeout=120)
             try:
@@ -201,7 +220,8 @@ def main() -> int:
             print(
                 f"{phase:>6}: {s.get('probes', 0)} SOS, missing {s.get('missing')}, p50 {s.get('p50_ms')} ms, "
                 f"p95 {s.get('p95_ms')} ms, p99 {s.get('p99_ms')} ms, max {s.get('max_ms')} ms, "
-                f"alerts service CPU {s.get('service_cpu_pct')}% of a core"
+                f"alerts service CPU {s.get('service_cpu_pct')}% of a core, "
+                f"took in {s.get('service_msg_s', '-')} msg/s"
             )
         print(f"fleet: {results.get('fleet')}")
         print(
