@@ -18,10 +18,11 @@ import contextlib
 import heapq
 import itertools
 import logging
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -32,7 +33,7 @@ from alerts.directory import ResidentBook, Snapshot, load_snapshot
 from alerts.dispatcher import Dispatcher
 from alerts.escalation import EscalationPolicy, load_escalation_policy
 from alerts.intake import PRIORITY, SUBSCRIBED, intake
-from alerts.models import ChannelName, Notifier, Observation, ResidentProfile, Signal, VitalsObservation
+from alerts.models import ChannelName, Notifier, Observation, ResidentProfile, Severity, Signal, VitalsObservation
 from alerts.notify.bracelet import BraceletNotifier
 from alerts.notify.email import EmailNotifier
 from alerts.notify.live import LiveNotifier
@@ -124,6 +125,65 @@ class PriorityMessageQueue(asyncio.PriorityQueue[aiomqtt.Message]):
         return heapq.heappop(self._queue)[2]  # type: ignore[attr-defined,no-any-return]
 
 
+class PriorityWorker:
+    """One database thread that takes the most urgent work first.
+
+    The service's calls are serialised on one thread (one SQLite writer, and transitions of one alert in order).
+    With a plain FIFO executor an SOS arriving during an alarm storm (thousands of bracelets going offline at
+    once, a technical signal each) would wait behind all of them; here it waits for the call in progress only.
+    Within one priority, calls run in the order they were made.
+    """
+
+    def __init__(self, name: str = "alerts-db") -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Callable[[], None] | None]] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            _, _, job = self._queue.get()
+            if job is None:
+                return
+            job()
+
+    async def call(self, priority: int, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the worker thread, lower `priority` first; await its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def job() -> None:
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the awaiting task, which decides
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
+
+        self._queue.put((priority, next(self._seq), job))
+        return await future
+
+    def shutdown(self) -> None:
+        """Finish what is queued, then stop the thread."""
+        self._queue.put((1 << 30, next(self._seq), None))
+        self._thread.join()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+#: Database work by urgency: alarms and timers (escalations) first, then lesser signals, then housekeeping.
+_SIGNAL_PRIORITY = {Severity.HIGH: 0, Severity.MEDIUM: 1, Severity.LOW: 2, Severity.REMINDER: 3}
+TIMERS_PRIORITY = 0
+HOUSEKEEPING_PRIORITY = 5
+
+
 class _Publisher:
     """The notifiers' handle on the current MQTT connection (a reconnect replaces the client underneath)."""
 
@@ -171,12 +231,12 @@ class AlertsApp:
         self.ready = asyncio.Event()  # both broker links connected and subscribed
         self._links_up: set[str] = set()
         self.stop = asyncio.Event()
-        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts-db")  # one writer, in order
+        self._db = PriorityWorker()
         self._timer_wake = asyncio.Event()
 
     # -- the one place that touches the database from the event loop -----------------------------------------
-    async def _db_call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+    async def _db_call(self, fn: Callable[..., T], *args: Any, priority: int = HOUSEKEEPING_PRIORITY) -> T:
+        return await self._db.call(priority, fn, *args)
 
     async def run(self, *, link: bool = True) -> None:
         """Serve until cancelled. With ``link=False`` there is no broker link: the caller receives the messages and
@@ -193,14 +253,16 @@ class AlertsApp:
                     tasks.create_task(self._refresh_registry(), name="alerts-registry")
         finally:
             self.stop.set()
-            self._db.shutdown(wait=True)
+            self._db.shutdown()
 
     # -- signals into the loop ------------------------------------------------------------------------------
     async def _handle_signals(self, signals: Sequence[Signal]) -> int:
         changes = 0
         for signal in signals:
             self.stats.signals += 1
-            result = await self._db_call(self.service.handle_signal, signal)
+            result = await self._db_call(
+                self.service.handle_signal, signal, priority=_SIGNAL_PRIORITY.get(signal.severity, 1)
+            )
             changes += len(result)
         if changes:
             self.stats.changes += changes
@@ -339,7 +401,7 @@ class AlertsApp:
             self._timer_wake.clear()
             now = self.clock.now()
             await self._handle_signals(self.engine.tick(now))
-            changes = await self._db_call(self.service.fire_due)
+            changes = await self._db_call(self.service.fire_due, priority=TIMERS_PRIORITY)
             if changes:
                 self.stats.changes += len(changes)
                 self.dispatcher.wake()

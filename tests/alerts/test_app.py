@@ -1,99 +1,53 @@
-"""The alerts process's clock handling, without a broker: the ticker never loses a wake-up, and a poke wakes the
-dispatcher too (what is due in the outbox can change with the clock alone, e.g. a reminder held for quiet hours)."""
+"""The alerts process's own machinery: the database worker serves the most urgent work first."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-from collections.abc import Sequence
 
-from alerts.app import AlertsApp
-from alerts.context import ContextBook
-from alerts.directory import ResidentBook
-from alerts.models import Observation, ResidentProfile, Signal
-from careloop.clock import ManualClock
-from careloop.settings import CareloopSettings
+import pytest
 
-T0 = 1_790_000_000.0
+from alerts.app import PriorityMessageQueue, PriorityWorker
 
 
-class Rules:
-    def observe(self, obs: Observation, profile: ResidentProfile, now: float) -> list[Signal]:
-        return []
-
-    def tick(self, now: float) -> list[Signal]:
-        return []
-
-
-class Service:
-    """Blocks in its first fire_due() until released, as a slow database would."""
-
-    def __init__(self) -> None:
-        self.passes = 0
-        self.in_first_pass = threading.Event()
-        self.release = threading.Event()
-
-    def handle_signal(self, signal: Signal) -> Sequence[object]:
-        return []
-
-    def fire_due(self) -> Sequence[object]:
-        self.passes += 1
-        if self.passes == 1:
-            self.in_first_pass.set()
-            self.release.wait(10)
-        return []
-
-    def next_due(self) -> float | None:
-        return None
-
-
-class Dispatcher:
-    def __init__(self) -> None:
-        self.wakes = 0
-
-    def wake(self) -> None:
-        self.wakes += 1
-
-    async def run(self, stop: asyncio.Event) -> None:
-        await stop.wait()
-
-
-def _app(service: Service, dispatcher: Dispatcher) -> AlertsApp:
-    book = ResidentBook()
-    return AlertsApp(
-        CareloopSettings(),
-        engine=Rules(),
-        service=service,
-        dispatcher=dispatcher,
-        book=book,
-        contexts=ContextBook(book),
-        clock=ManualClock(T0),
-        tick_s=3600.0,  # the ticker's own period never comes in this test
-    )
-
-
-async def test_a_poke_during_a_ticker_pass_runs_another_pass_at_once() -> None:
-    service = Service()
-    app = _app(service, Dispatcher())
-    ticker = asyncio.create_task(app._ticker())
+async def test_an_sos_waits_only_for_the_call_in_progress_not_for_a_storm() -> None:
+    worker = PriorityWorker()
+    ran: list[str] = []
+    gate = threading.Event()
     try:
-        await asyncio.to_thread(service.in_first_pass.wait, 10)
-        app.poke()  # the clock moved while the pass was reading it
-        service.release.set()
-        async with asyncio.timeout(5):
-            while service.passes < 2:  # noqa: ASYNC110 - the ticker's progress is only visible as a count
-                await asyncio.sleep(0.01)
-        assert app.stats.ticks >= 1
+        busy = asyncio.create_task(worker.call(2, gate.wait))  # the call in progress when the storm comes
+        await asyncio.sleep(0.05)
+        storm = [asyncio.create_task(worker.call(2, ran.append, f"offline-{i}")) for i in range(200)]
+        await asyncio.sleep(0.05)
+        sos = asyncio.create_task(worker.call(0, ran.append, "sos"))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(busy, sos, *storm)
     finally:
-        service.release.set()
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+        worker.shutdown()
+    assert ran[0] == "sos"
+    assert ran[1:] == [f"offline-{i}" for i in range(200)]  # same priority: in the order they came
 
 
-def test_a_poke_wakes_the_dispatcher_too() -> None:
-    dispatcher = Dispatcher()
-    app = _app(Service(), dispatcher)
-    app.poke()
-    assert dispatcher.wakes == 1
+async def test_a_failing_call_raises_in_its_caller_and_the_worker_goes_on() -> None:
+    worker = PriorityWorker()
+    try:
+        with pytest.raises(ZeroDivisionError):
+            await worker.call(1, lambda: 1 / 0)
+        assert await worker.call(1, lambda: 42) == 42
+    finally:
+        worker.shutdown()
+
+
+class _Message:
+    def __init__(self, topic: str) -> None:
+        self.topic = type("T", (), {"value": topic})()
+
+
+async def test_the_receive_queue_serves_sos_and_events_before_vitals() -> None:
+    q = PriorityMessageQueue()
+    for topic in ("h/1/device/b/vitals", "h/1/device/b/battery", "h/1/edge/events", "h/1/device/b/vitals",
+                  "h/1/device/b/sos"):  # fmt: skip
+        q.put_nowait(_Message(topic))  # type: ignore[arg-type]
+    order = [q.get_nowait().topic.value.rsplit("/", 1)[1] for _ in range(5)]
+    assert order == ["events", "sos", "battery", "vitals", "vitals"]
