@@ -1,14 +1,15 @@
 """SOS to alarm on the live topic, with 10,000 vitals messages a second in the background: p50 and p99.
 
 Starts its own Mosquitto (no queue limit) and runs `careloop alerts run` as its own process on a fresh SQLite
-database, as in production. Two phases, in the same run, with the same probes:
+database holding a registry (residents with bracelets, grid staff, a nurse and a doctor on duty who take alarms
+at the console), as in production. Two phases, in the same run, with the same kind of probes:
 
 1. idle (the baseline): the alerts service with nothing else to do;
 2. loaded: a simulated fleet of bracelets (`careloop simulate fleet`, a separate process, each bracelet on its own
    MQTT connection, one `VitalsReading` per message, QoS 1) publishing `--rate` messages a second (10,000) to the
    central broker, which the alerts service validates and runs through every vitals rule.
 
-A probe publishes one SOS press (QoS 1) for a bracelet that has not pressed before, and waits for the alerts
+A probe publishes one SOS press (QoS 1) for a registered bracelet that has not pressed before, and waits for the alerts
 service's `AlertStateChange` for that resident (kind "sos", state "open") on the home's alert topic. Its latency
 runs from just before the PUBLISH leaves this process until that message arrives here: broker in, validation,
 rule, the transition, its audit entry and its notifications committed to the database, the live push, broker out.
@@ -77,12 +78,54 @@ def _intake_rate(log: Path, since: float, until: float) -> float | None:
     return (n1 - n0) / (t1 - t0)
 
 
-def _device(index: int) -> tuple[str, str]:
-    return f"H{index:06d}", f"BR-{index:06d}"
+def _prepare_database(db_url: str, residents: int) -> list[tuple[str, str, str]]:
+    """A registry of `residents` (each with a bracelet), grid staff covering the county, a nurse and a doctor on
+    duty (alarms at the console), as the alerts service would find it; returns (home, bracelet, resident) each."""
+    import csv
+    import io
+
+    from sqlalchemy import select
+
+    from alerts.models import ChannelName
+    from alerts.roster import Preferences, Shift
+    from alerts.store import open_alert_store
+    from careloop.registry.importer import import_csv
+    from careloop.registry.models import OrgUnit, Staff, StaffRole
+    from careloop.registry.store import open_registry
+    from careloop.testing.registry_csv import generate_registry_csv
+
+    data = generate_registry_csv(residents, seed=3)
+    with open_registry(db_url) as registry:
+        files = [("r.csv", data.residents), ("d.csv", data.devices), ("h.csv", data.health)]
+        report = import_csv(registry.engine, [(name, text.encode()) for name, text in files])
+        if not report.ok:
+            raise SystemExit(f"registry import failed: {report.errors[:3]}")
+        with registry.transaction() as session:
+            county = session.scalars(select(OrgUnit).where(OrgUnit.parent_id.is_(None))).first()
+            assert county is not None
+            session.add_all(
+                [
+                    Staff(code="G0001", name="Grid staff", role=StaffRole.GRID_STAFF, org_unit_id=county.id),
+                    Staff(code="N0001", name="Nurse", role=StaffRole.NURSE),
+                    Staff(code="D0001", name="Doctor", role=StaffRole.DOCTOR),
+                ]
+            )
+    now = time.time()
+    with open_alert_store(db_url) as store:
+        store.add_shifts([Shift("N0001", "nurse", "all", now - 3600, now + 86_400),
+                          Shift("D0001", "doctor", "all", now - 3600, now + 86_400)])  # fmt: skip
+        for code in ("G0001", "N0001", "D0001"):
+            store.set_preferences(code, Preferences(channels=(ChannelName.LIVE,)), now)
+    bracelets = [
+        (row["home_code"], row["device_code"], row["resident_code"])
+        for row in csv.DictReader(io.StringIO(data.devices))
+        if row["kind"] == "bracelet"
+    ]
+    return bracelets
 
 
 async def _probe_phase(
-    broker: Mosquitto, tree: TopicTree, first: int, probes: int, spacing_s: float, timeout_s: float
+    broker: Mosquitto, tree: TopicTree, bracelets: list[tuple[str, str, str]], spacing_s: float, timeout_s: float
 ) -> tuple[list[float], int]:
     """Press SOS on `probes` fresh bracelets, one at a time; latencies (s) and how many never showed up."""
     latencies: list[float] = []
@@ -90,7 +133,7 @@ async def _probe_phase(
     async with aiomqtt.Client(
         broker.host,
         broker.port,
-        identifier=f"bench-prober-{first}",
+        identifier=f"bench-prober-{bracelets[0][1]}",
         protocol=aiomqtt.ProtocolVersion.V5,
         socket_options=NO_DELAY,  # as the console's client would; else Nagle holds the SOS up to 40 ms here
     ) as client:
@@ -108,10 +151,9 @@ async def _probe_phase(
 
         listener = asyncio.create_task(listen())
         try:
-            for i in range(first, first + probes):
-                home, device = _device(i)
+            for home, device, resident in bracelets:
                 future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-                waiting[device] = future  # unregistered bracelets stand for their wearer
+                waiting[resident] = future
                 payload = encode(m.SosPress(ts=time.time()))
                 started = time.perf_counter()
                 try:
@@ -151,11 +193,13 @@ def main() -> int:
     tree = TopicTree(ROOT)
     results: dict[str, Any] = {"rate_target": args.rate, "homes": args.homes}
     with tempfile.TemporaryDirectory(prefix="careloop-alert-bench-") as tmp, Mosquitto() as broker:
+        db_url = f"sqlite:///{tmp}/alerts.db"
+        bracelets = _prepare_database(db_url, 2 * args.probes)
         env = {
             **os.environ,
             "CARELOOP_MQTT__URL": broker.url,
             "CARELOOP_MQTT__TOPIC_ROOT": ROOT,
-            "CARELOOP_DATABASE__URL": f"sqlite:///{tmp}/alerts.db",
+            "CARELOOP_DATABASE__URL": db_url,
             "CARELOOP_LOG_LEVEL": "INFO",
         }
         service = subprocess.Popen(
@@ -171,20 +215,20 @@ def main() -> int:
             if service.poll() is not None:
                 raise SystemExit(f"alerts service exited: {(Path(tmp) / 'alerts.log').read_text()[-3000:]}")
             cpu0, t0 = _cpu_s(service.pid), time.perf_counter()
-            idle = asyncio.run(_probe_phase(broker, tree, 1, args.probes, args.spacing, 5.0))
+            idle = asyncio.run(_probe_phase(broker, tree, bracelets[: args.probes], args.spacing, 5.0))
             results["idle"] = _summary(*idle)
             results["idle"]["service_cpu_pct"] = round(100 * (_cpu_s(service.pid) - cpu0) / (time.perf_counter() - t0))
             duration = args.probes * (args.spacing + 0.2) + 60
             fleet = subprocess.Popen(
                 [*CARELOOP_CMD, "simulate", "fleet", "--homes", str(args.homes), "--rate", str(args.rate),
                  "--duration", str(duration), "--broker", broker.url, "--topic-root", ROOT, "--json", "--quiet",
-                 "--first-index", str(args.probes * 2 + 1)],
+                 "--first-index", "1"],
                 env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             time.sleep(args.homes / 1000 + 8)  # the fleet connects at 1,000/s, then sends at full rate
             cpu0, t0 = _cpu_s(service.pid), time.perf_counter()
             wall0 = time.time()
-            loaded = asyncio.run(_probe_phase(broker, tree, args.probes + 1, args.probes, args.spacing, 5.0))
+            loaded = asyncio.run(_probe_phase(broker, tree, bracelets[args.probes :], args.spacing, 5.0))
             elapsed = time.perf_counter() - t0
             results["loaded"] = _summary(*loaded)
             results["loaded"]["service_cpu_pct"] = round(100 * (_cpu_s(service.pid) - cpu0) / elapsed)
