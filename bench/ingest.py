@@ -7,7 +7,7 @@ write), then measures, each case with its own topic root and database:
    serialised (as many points as case 4), posted in batches of 10,000 lines, 4 requests at once, for each of the two
    point shapes of case 4;
 2. MQTT ceiling: a bare paho-mqtt subscriber (QoS 1, shared subscription) that only counts, fed by the publisher;
-   and the same with ingest's own MQTT client counting and acknowledging (`ingest.mqtt`, lean client);
+   and the same with ingest's own MQTT client counting and acknowledging (`careloop.mqtt5`, lean client);
 3. ingest, one reading per message: `--processes` ingest processes (`python -m ingest`, shared subscription),
    bracelet `VitalsReading`s from 1,000 devices (5 fields a point);
 4. ingest, edge batches: edge `VitalsBatch`es of 50 summaries each, as edge/vitals.py fills them (9 fields a
@@ -205,7 +205,7 @@ def paho_counter_main(host: str, port: int, topic_filter: str, expected: int) ->
 
 def lean_counter_main(host: str, port: int, topic_filter: str, expected: int) -> None:
     """Count messages with ingest's MQTT client, acknowledging each read's messages in one write."""
-    from ingest.mqtt import MqttClient, Received, SessionOptions
+    from careloop.mqtt5 import MqttClient, Received, SessionOptions
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -2,7 +2,7 @@
 
 Flow, all on one event loop:
 
-1. `ingest.mqtt.MqttClient` reads PUBLISH packets of a persistent session (clean start off) on a shared
+1. `careloop.mqtt5.MqttClient` reads PUBLISH packets of a persistent session (clean start off) on a shared
    subscription, and hands them over a list per socket read (`_on_messages`).
 2. Each message is validated against the wire contract (pydantic-core, one pass) and turned into lines of line
    protocol (`ingest.points`), appended to the open batch with its packet id. A batch is sealed when it holds
@@ -44,13 +44,13 @@ from careloop.clock import Clock, SystemClock
 from careloop.codec import DEFAULT_MAX_AGE_S, DEFAULT_MAX_FUTURE_S, PayloadError, RejectReason, encode
 from careloop.contract import SPECS, decode_message
 from careloop.influx import InfluxClient, InfluxError, InfluxWriteError
+from careloop.mqtt5 import ConnectRefused, MqttClient, MqttError, Received, SessionOptions, SubscribeRefused
 from careloop.settings import CareloopSettings
 from careloop.topics import Topic, TopicError, TopicKind, TopicTree
 from ingest.batches import AckQueue, Batch, Deferred
 from ingest.directory import ResidentDirectory
 from ingest.metrics import IngestStats
 from ingest.models import IngestConfig
-from ingest.mqtt import ConnectRefused, MqttClient, MqttError, Received, SessionOptions, SubscribeRefused
 from ingest.points import STORED_KINDS, LineEncoder, NoTimestamp, Origin
 from ingest.spool import Spool
 

@@ -16,11 +16,11 @@ import pytest
 
 from careloop.broker_auth import mosquitto_password_line
 from careloop.contract import SPECS
+from careloop.mqtt5 import MqttClient, Received, SessionOptions
 from careloop.testing.mosquitto import Mosquitto
 from careloop.testing.mqtt_publisher import publish_all
 from careloop.testing.service_fixtures import _launch
 from careloop.topics import TopicKind, TopicTree
-from ingest.mqtt import MqttClient, Received, SessionOptions
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 SHIPPED = DEPLOY / "careloop.conf"

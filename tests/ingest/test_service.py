@@ -19,6 +19,7 @@ from careloop import messages as m
 from careloop.codec import encode
 from careloop.contract import SPECS
 from careloop.influx import InfluxClient
+from careloop.mqtt5 import MqttClient, Received, SessionOptions
 from careloop.registry.importer import import_csv
 from careloop.registry.store import Registry, open_registry
 from careloop.settings import CareloopSettings, InfluxSettings, MqttSettings
@@ -30,7 +31,6 @@ from careloop.testing.service_fixtures import InfluxTestDatabase
 from careloop.topics import TopicKind, TopicTree
 from ingest.directory import ResidentDirectory
 from ingest.models import IngestConfig
-from ingest.mqtt import MqttClient, Received, SessionOptions
 from ingest.points import STORED_KINDS
 from ingest.service import IngestService
 from ingest.spool import Spool

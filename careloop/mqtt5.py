@@ -1,4 +1,4 @@
-"""A minimal MQTT 5 client for ingest: one persistent session that receives at QoS 1 and acknowledges when told.
+"""A minimal MQTT 5 client: one persistent session that receives at QoS 1 and acknowledges when told.
 
 What it speaks: CONNECT (clean start off, a session expiry interval, a receive maximum), CONNACK, SUBSCRIBE and
 SUBACK, PUBLISH in both directions (received at QoS 0 or 1; sent at QoS 1, for dead letters), PUBACK in both

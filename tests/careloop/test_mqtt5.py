@@ -1,4 +1,4 @@
-"""Ingest's MQTT 5 client: the bytes it sends, and what a real Mosquitto does with its session and its PUBACKs."""
+"""careloop.mqtt5: the bytes it sends, and what a real Mosquitto does with its session and its PUBACKs."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ from typing import Any
 
 import pytest
 
-import ingest.mqtt as mqtt
-from careloop.testing.mosquitto import Mosquitto
-from careloop.testing.mqtt_publisher import publish_all
-from careloop.testing.service_fixtures import _launch
-from ingest.mqtt import (
+import careloop.mqtt5 as mqtt
+from careloop.mqtt5 import (
     ConnectRefused,
     MqttClient,
     Received,
@@ -25,6 +22,9 @@ from ingest.mqtt import (
     puback_packets,
     subscribe_packet,
 )
+from careloop.testing.mosquitto import Mosquitto
+from careloop.testing.mqtt_publisher import publish_all
+from careloop.testing.service_fixtures import _launch
 
 
 async def publish(broker: Mosquitto, messages: Any, **options: Any) -> None:
