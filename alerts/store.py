@@ -57,6 +57,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -67,6 +68,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 
 from alerts.lifecycle import AlertSnapshot, RecordTransition, TimerKind
@@ -354,14 +357,15 @@ def notification_id(alert_id: str, seq: int, channel: ChannelName, recipient_id:
 
 # -- engine and migrations ------------------------------------------------------------------------------------------
 def create_alert_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for ``url``; on SQLite with foreign keys, WAL, a busy timeout and BEGIN IMMEDIATE for writers.
+    """An engine for ``url``; on SQLite with foreign keys, WAL, a busy timeout and BEGIN IMMEDIATE for writers;
+    JSON columns take what the store serialized as it is.
 
     An in-memory SQLite database is refused: each thread would get its own empty database.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         raise ValueError("the alerts store needs a SQLite file or PostgreSQL, not an in-memory database")
-    engine = create_engine(url, **kwargs)
+    engine = create_engine(url, json_serializer=_serialize_json, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
@@ -426,10 +430,23 @@ def open_alert_store(url: str, *, upgrade: bool = True, **engine_kwargs: Any) ->
 
 
 # -- row <-> value ----------------------------------------------------------------------------------------------------
-def _json(value: Mapping[str, object]) -> dict[str, Any]:
+class _JsonText(str):
+    """A JSON document serialized by :func:`_json`: the engine's serializer stores it as it is."""
+
+    __slots__ = ()
+
+
+def _json(value: Mapping[str, object]) -> _JsonText:
     # Whatever a caller put in a mapping is stored; what JSON cannot hold is kept as its text, never refused.
-    loaded: dict[str, Any] = json.loads(json.dumps(dict(value), default=str, allow_nan=False))
-    return loaded
+    # Serialized here, once: a context stored with each notification of a level is not serialized per row.
+    return _JsonText(json.dumps(dict(value), default=str, allow_nan=False))
+
+
+def _serialize_json(value: Any) -> str:
+    """The engine's JSON serializer: what :func:`_json` serialized as it is, anything else as ``json.dumps``."""
+    if isinstance(value, _JsonText):
+        return str(value)
+    return json.dumps(value)
 
 
 def recipient_to_json(recipient: Recipient) -> dict[str, Any]:
@@ -468,9 +485,9 @@ def recipient_from_json(data: Mapping[str, Any]) -> Recipient:
     )
 
 
-def _alert_values(alert: AlertSnapshot) -> dict[str, Any]:
+def _alert_values(alert: AlertSnapshot, *, id_key: str = "id") -> dict[str, Any]:
     return {
-        "id": alert.alert_id,
+        id_key: alert.alert_id,
         "resident_id": alert.resident_id,
         "home_id": alert.home_id,
         "kind": alert.kind,
@@ -617,133 +634,258 @@ def _preferences(row: Row[Any]) -> Preferences:
 _WAITING = (DeliveryStatus.PENDING.value, DeliveryStatus.RETRYING.value)
 
 
+# -- statements built once --------------------------------------------------------------------------------------------
+# Building a statement per call (``insert(t).values(...)``) costs more CPU than SQLite takes to run it; these are
+# built at import and compiled once per engine, and the values go in as parameters (a list of them: executemany).
+def _where_equal(table: Table, *columns: str) -> list[Any]:
+    return [table.c[name] == bindparam(name) for name in columns]
+
+
+_SIGNAL_SEEN = select(signals_table.c.source_id).where(
+    *_where_equal(signals_table, "source_id", "resident_id", "kind", "action")
+)
+_OPEN_ALERT = select(alerts_table).where(
+    *_where_equal(alerts_table, "resident_id", "kind"), alerts_table.c.state.in_([s.value for s in _OPEN])
+)
+_PENDING_ALERTS = (
+    select(alerts_table)
+    .where(alerts_table.c.resident_id == bindparam("resident_id"), alerts_table.c.state == AlertState.PENDING.value)
+    .order_by(alerts_table.c.created_ts, alerts_table.c.id)
+)
+_ALERT = select(alerts_table).where(alerts_table.c.id == bindparam("alert_id"))
+_INSERT_ALERT = insert(alerts_table)
+# The SET clause is the parameters' column names (every column but the id); "alert_id_" names the row.
+_UPDATE_ALERT = update(alerts_table).where(alerts_table.c.id == bindparam("alert_id_"))
+_INSERT_TRANSITION = insert(transitions_table)
+_INSERT_AUDIT = insert(audit_table)
+_INSERT_SIGNAL = insert(signals_table)
+_INSERT_NOTIFICATION = insert(notifications_table)
+_NEXT_DUE_TIMER = (
+    select(timers_table)
+    .where(timers_table.c.due_ts <= bindparam("now"))
+    .order_by(timers_table.c.due_ts, timers_table.c.key)
+    .limit(1)
+)
+_TIMER = select(timers_table).where(timers_table.c.key == bindparam("key"))
+# Their FOR UPDATE forms, for PostgreSQL (SQLite has one writer at a time anyway).
+_LOCKED = {statement: statement.with_for_update() for statement in (_OPEN_ALERT, _PENDING_ALERTS, _ALERT, _TIMER)}
+_DELETE_TIMERS = delete(timers_table).where(timers_table.c.key.in_(bindparam("keys", expanding=True)))
+
+
+def _timer_upsert(dialect_insert: Any) -> Any:
+    statement = dialect_insert(timers_table)
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[timers_table.c.key], set_={"due_ts": excluded.due_ts, "level": excluded.level}
+    )
+
+
+#: Set a timer or move it, in one statement (the alert id and kind are part of the key, so they never change).
+_UPSERT_TIMER = {"sqlite": _timer_upsert(sqlite_insert), "postgresql": _timer_upsert(postgresql_insert)}
+_PREFERENCES = select(preferences_table).where(preferences_table.c.recipient_id.in_(bindparam("ids", expanding=True)))
+_SHIFTS_AT = (
+    select(shifts_table)
+    .where(
+        shifts_table.c.role == bindparam("role"),
+        shifts_table.c.start_ts <= bindparam("now"),
+        shifts_table.c.end_ts > bindparam("now"),
+    )
+    .order_by(shifts_table.c.staff_code, shifts_table.c.start_ts)
+)
+_SUPPRESS_REMINDERS = (
+    update(notifications_table)
+    .where(
+        notifications_table.c.alert_id == bindparam("alert_id_"),
+        notifications_table.c.status.in_(_WAITING),
+        notifications_table.c.severity == Severity.REMINDER.value,
+        notifications_table.c.channel != ChannelName.LIVE.value,
+    )
+    .values(
+        status=DeliveryStatus.SUPPRESSED.value,
+        next_attempt_at=None,
+        last_error="the alert closed before the reminder went out",
+        updated_ts=bindparam("now"),
+    )
+)
+
+
 # -- one transaction ------------------------------------------------------------------------------------------------
 class StoreTransaction:
-    """What the loop reads and writes inside one database transaction (see :meth:`AlertStore.transaction`)."""
+    """What the loop reads and writes inside one database transaction (see :meth:`AlertStore.transaction`).
+
+    Writes are queued and sent in batches (one executemany per table, the last snapshot of an alert, the last
+    setting of a timer) before the next read, before :attr:`connection` is handed out, and at commit; so what
+    this transaction reads includes what it wrote, and a write that breaks a constraint raises by the commit at
+    the latest, rolling the whole transaction back as before.
+    """
 
     def __init__(self, connection: Connection) -> None:
-        self.connection = connection
+        self._connection = connection
         self._locks = connection.dialect.name == "postgresql"
+        self._upsert_timer = _UPSERT_TIMER[connection.dialect.name]
+        # alert id -> (whether it is new, its latest snapshot); timer key -> row to set, or None to delete it
+        self._alerts: dict[str, tuple[bool, AlertSnapshot]] = {}
+        self._transitions: list[dict[str, Any]] = []
+        self._timers: dict[str, dict[str, Any] | None] = {}
+        self._notifications: list[dict[str, Any]] = []
+        self._audit: list[dict[str, Any]] = []
+        self._signals: list[dict[str, Any]] = []
+        # mapping id -> (the mapping, its JSON text): one context is stored with every notification of a level
+        self._json_forms: dict[int, tuple[Mapping[str, object], _JsonText]] = {}
+
+    @property
+    def connection(self) -> Connection:
+        """The transaction's connection, every queued write sent (for statements of the caller's own)."""
+        self.flush()
+        return self._connection
+
+    def flush(self) -> None:
+        """Send the queued writes: alerts (updates, then new ones: a closed alert makes room for a new open one),
+        then what refers to them (transitions, timers, notifications), the audit log in order, handled signals."""
+        c = self._connection
+        if self._alerts:
+            alerts, self._alerts = self._alerts, {}
+            updates = [_alert_values(a, id_key="alert_id_") for new, a in alerts.values() if not new]
+            inserts = [_alert_values(a) for new, a in alerts.values() if new]
+            if updates:
+                c.execute(_UPDATE_ALERT, updates)
+            if inserts:
+                c.execute(_INSERT_ALERT, inserts)
+        if self._transitions:
+            c.execute(_INSERT_TRANSITION, self._transitions)
+            self._transitions = []
+        if self._timers:
+            self._flush_timers()
+        if self._notifications:
+            c.execute(_INSERT_NOTIFICATION, self._notifications)
+            self._notifications = []
+        if self._audit:
+            c.execute(_INSERT_AUDIT, self._audit)
+            self._audit = []
+        if self._signals:
+            c.execute(_INSERT_SIGNAL, self._signals)
+            self._signals = []
+
+    def _flush_timers(self) -> None:
+        timers, self._timers = self._timers, {}
+        gone = [key for key, row in timers.items() if row is None]
+        rows = [row for row in timers.values() if row is not None]
+        if gone:
+            self._connection.execute(_DELETE_TIMERS, {"keys": gone})
+        if rows:
+            self._connection.execute(self._upsert_timer, rows)
+
+    def _read(self, statement: Any, params: Mapping[str, Any], *, lock: bool = False) -> Any:
+        self.flush()
+        return self._connection.execute(_LOCKED[statement] if lock and self._locks else statement, params)
+
+    def _json(self, value: Mapping[str, object]) -> _JsonText:
+        known = self._json_forms.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        form = _json(value)
+        self._json_forms[id(value)] = (value, form)  # the mapping is kept, so its id is not reused meanwhile
+        return form
 
     # signals
     def signal_seen(self, signal: Signal) -> bool:
         """Whether this signal (source id, resident, kind, action) was handled before."""
-        t = signals_table
-        statement = select(t.c.source_id).where(
-            t.c.source_id == signal.source_id,
-            t.c.resident_id == signal.resident_id,
-            t.c.kind == signal.kind,
-            t.c.action == signal.action.value,
-        )
-        return self.connection.execute(statement).first() is not None
+        params = {
+            "source_id": signal.source_id,
+            "resident_id": signal.resident_id,
+            "kind": signal.kind,
+            "action": signal.action.value,
+        }
+        return self._read(_SIGNAL_SEEN, params).first() is not None
 
     def mark_signal(self, signal: Signal, alert_id: str | None, now: float) -> None:
         """Remember a handled signal (a concurrent duplicate fails on the primary key and is retried as a no-op)."""
-        self.connection.execute(
-            insert(signals_table).values(
-                source_id=signal.source_id,
-                resident_id=signal.resident_id,
-                kind=signal.kind,
-                action=signal.action.value,
-                alert_id=alert_id,
-                ts=now,
-            )
+        self._signals.append(
+            {
+                "source_id": signal.source_id,
+                "resident_id": signal.resident_id,
+                "kind": signal.kind,
+                "action": signal.action.value,
+                "alert_id": alert_id,
+                "ts": now,
+            }
         )
 
     # alerts
     def open_alert(self, resident_id: str, kind: str) -> AlertSnapshot | None:
         """The open alert of a resident and kind, locked for this transaction."""
-        t = alerts_table
-        statement = select(t).where(t.c.resident_id == resident_id, t.c.kind == kind, t.c.state.in_(_OPEN))
-        row = self.connection.execute(self._locked(statement)).first()
+        row = self._read(_OPEN_ALERT, {"resident_id": resident_id, "kind": kind}, lock=True).first()
         return None if row is None else _alert(row)
 
     def pending_alerts(self, resident_id: str) -> list[AlertSnapshot]:
         """The resident's alerts still in their cancel window, locked, oldest first."""
-        t = alerts_table
-        statement = (
-            select(t)
-            .where(t.c.resident_id == resident_id, t.c.state == AlertState.PENDING.value)
-            .order_by(t.c.created_ts, t.c.id)
-        )
-        return [_alert(row) for row in self.connection.execute(self._locked(statement))]
+        return [_alert(row) for row in self._read(_PENDING_ALERTS, {"resident_id": resident_id}, lock=True)]
 
     def alert(self, alert_id: str, *, lock: bool = False) -> AlertSnapshot | None:
         """One alert by id (locked for this transaction when asked)."""
-        statement = select(alerts_table).where(alerts_table.c.id == alert_id)
-        row = self.connection.execute(self._locked(statement) if lock else statement).first()
+        row = self._read(_ALERT, {"alert_id": alert_id}, lock=lock).first()
         return None if row is None else _alert(row)
 
     def save_alert(self, alert: AlertSnapshot, *, new: bool) -> None:
         """Insert a new alert or overwrite the stored snapshot of an existing one."""
-        values = _alert_values(alert)
-        if new:
-            self.connection.execute(insert(alerts_table).values(values))
-        else:
-            del values["id"]
-            self.connection.execute(update(alerts_table).where(alerts_table.c.id == alert.alert_id).values(values))
+        queued = self._alerts.get(alert.alert_id)
+        if new and queued is not None:
+            self.flush()  # the same alert inserted twice: let the second insert fail as it always did
+            queued = None
+        self._alerts[alert.alert_id] = (new if queued is None else queued[0], alert)
 
     def add_transition(self, alert: AlertSnapshot, record: RecordTransition, now: float) -> None:
         """Store the transition that made ``alert`` (its ``seq``)."""
-        self.connection.execute(
-            insert(transitions_table).values(
-                alert_id=alert.alert_id,
-                seq=alert.seq,
-                ts=now,
-                action=record.action,
-                actor=record.actor,
-                previous_state=None if record.previous_state is None else record.previous_state.value,
-                state=alert.state.value,
-                severity=alert.severity.value,
-                level=alert.level,
-                count=alert.count,
-                value=alert.value,
-                reason=record.reason,
-                note=record.note,
-                outcome=None if alert.outcome is None else alert.outcome.value,
-            )
+        self._transitions.append(
+            {
+                "alert_id": alert.alert_id,
+                "seq": alert.seq,
+                "ts": now,
+                "action": record.action,
+                "actor": record.actor,
+                "previous_state": None if record.previous_state is None else record.previous_state.value,
+                "state": alert.state.value,
+                "severity": alert.severity.value,
+                "level": alert.level,
+                "count": alert.count,
+                "value": alert.value,
+                "reason": record.reason,
+                "note": record.note,
+                "outcome": None if alert.outcome is None else alert.outcome.value,
+            }
         )
 
     def append_audit(
         self, ts: float, actor: str, action: str, alert_id: str | None, detail: Mapping[str, object] | None = None
     ) -> None:
         """Add a line to the audit log (the only write the log allows)."""
-        self.connection.execute(
-            insert(audit_table).values(ts=ts, actor=actor, action=action, alert_id=alert_id, detail=_json(detail or {}))
+        self._audit.append(
+            {"ts": ts, "actor": actor, "action": action, "alert_id": alert_id, "detail": _json(detail or {})}
         )
 
     # timers
     def set_timer(self, alert_id: str, kind: TimerKind, due: float, level: int) -> None:
         """Set the alert's timer of this kind (moving it if it exists)."""
         key = timer_key(alert_id, kind)
-        moved = self.connection.execute(
-            update(timers_table).where(timers_table.c.key == key).values(due_ts=due, level=level)
-        )
-        if moved.rowcount == 0:
-            self.connection.execute(
-                insert(timers_table).values(key=key, alert_id=alert_id, kind=kind.value, level=level, due_ts=due)
-            )
+        self._timers[key] = {"key": key, "alert_id": alert_id, "kind": kind.value, "level": level, "due_ts": due}
 
     def cancel_timer(self, alert_id: str, kind: TimerKind) -> None:
         """Remove the alert's timer of this kind, if any."""
-        self.connection.execute(delete(timers_table).where(timers_table.c.key == timer_key(alert_id, kind)))
+        self._timers[timer_key(alert_id, kind)] = None
 
     def next_due_timer(self, now: float) -> Timer | None:
         """The earliest timer due at ``now`` (not locked: lock its alert, then :meth:`lock_timer`)."""
-        t = timers_table
-        statement = select(t).where(t.c.due_ts <= now).order_by(t.c.due_ts, t.c.key).limit(1)
-        row = self.connection.execute(statement).first()
+        row = self._read(_NEXT_DUE_TIMER, {"now": now}).first()
         return None if row is None else _timer(row)
 
     def lock_timer(self, key: str) -> Timer | None:
         """A timer by key, locked for this transaction (None: another process fired it)."""
-        statement = select(timers_table).where(timers_table.c.key == key)
-        row = self.connection.execute(self._locked(statement)).first()
+        row = self._read(_TIMER, {"key": key}, lock=True).first()
         return None if row is None else _timer(row)
 
     def delete_timer(self, key: str) -> None:
         """Remove a timer that fired."""
-        self.connection.execute(delete(timers_table).where(timers_table.c.key == key))
+        self._timers[key] = None
 
     def timers(self, alert_id: str | None = None) -> list[Timer]:
         """The pending timers (of one alert), earliest first."""
@@ -764,52 +906,40 @@ class StoreTransaction:
     ) -> None:
         """Put one notification in the outbox."""
         n = notification
-        self.connection.execute(
-            insert(notifications_table).values(
-                id=n.notification_id,
-                alert_id=n.alert_id,
-                seq=seq,
-                recipient_id=n.recipient.recipient_id,
-                recipient=recipient_to_json(n.recipient),
-                channel=n.channel.value,
-                resident_id=n.resident_id,
-                home_id=n.home_id,
-                kind=n.kind,
-                severity=n.severity.value,
-                state=n.state.value,
-                level=n.escalation_level,
-                title=n.title,
-                body=n.body,
-                link=n.link,
-                context=_json(n.context),
-                payload=_json(n.payload),
-                created_ts=n.created_ts,
-                status=status.value,
-                attempts=0,
-                next_attempt_at=next_attempt_at,
-                last_error=last_error,
-                updated_ts=n.created_ts,
-            )
+        self._notifications.append(
+            {
+                "id": n.notification_id,
+                "alert_id": n.alert_id,
+                "seq": seq,
+                "recipient_id": n.recipient.recipient_id,
+                "recipient": recipient_to_json(n.recipient),
+                "channel": n.channel.value,
+                "resident_id": n.resident_id,
+                "home_id": n.home_id,
+                "kind": n.kind,
+                "severity": n.severity.value,
+                "state": n.state.value,
+                "level": n.escalation_level,
+                "title": n.title,
+                "body": n.body,
+                "link": n.link,
+                "context": self._json(n.context),
+                "payload": self._json(n.payload),
+                "created_ts": n.created_ts,
+                "status": status.value,
+                "attempts": 0,
+                "next_attempt_at": next_attempt_at,
+                "last_error": last_error,
+                "receipt": None,
+                "delivered_ts": None,
+                "updated_ts": n.created_ts,
+            }
         )
 
     def suppress_waiting_reminders(self, alert_id: str, now: float) -> int:
         """Mark the alert's reminders still waiting to go out (quiet hours) SUPPRESSED; how many."""
-        t = notifications_table
-        result = self.connection.execute(
-            update(t)
-            .where(
-                t.c.alert_id == alert_id,
-                t.c.status.in_(_WAITING),
-                t.c.severity == Severity.REMINDER.value,
-                t.c.channel != ChannelName.LIVE.value,
-            )
-            .values(
-                status=DeliveryStatus.SUPPRESSED.value,
-                next_attempt_at=None,
-                last_error="the alert closed before the reminder went out",
-                updated_ts=now,
-            )
-        )
+        self.flush()
+        result = self._connection.execute(_SUPPRESS_REMINDERS, {"alert_id_": alert_id, "now": now})
         return result.rowcount
 
     # reading
@@ -857,9 +987,6 @@ class StoreTransaction:
             statement = statement.limit(limit)
         return [_delivery(row) for row in self.connection.execute(statement)]
 
-    def _locked(self, statement: Any) -> Any:
-        return statement.with_for_update() if self._locks else statement
-
 
 # -- the store ------------------------------------------------------------------------------------------------------
 class AlertStore:
@@ -870,12 +997,20 @@ class AlertStore:
         # SQLite has one writer at a time anyway: writers of this process queue here, not holding a pooled
         # connection each while they wait (a writer may need a second connection to read, e.g. preferences).
         self._writer = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        # Each thread's open write transaction: the recipient directory reads preferences and shifts in it.
+        self._open = threading.local()
 
     @contextmanager
     def transaction(self) -> Iterator[StoreTransaction]:
         """A read-write transaction: committed when the block ends, rolled back when it raises."""
         with self._writer, self.engine.begin() as connection:
-            yield StoreTransaction(connection)
+            tx = StoreTransaction(connection)
+            outer, self._open.tx = getattr(self._open, "tx", None), tx
+            try:
+                yield tx
+                tx.flush()
+            finally:
+                self._open.tx = outer
 
     @contextmanager
     def reading(self) -> Iterator[StoreTransaction]:
@@ -883,7 +1018,21 @@ class AlertStore:
         with self.engine.connect() as connection:
             connection = connection.execution_options(**{READ_ONLY: True})
             with connection.begin():
-                yield StoreTransaction(connection)
+                tx = StoreTransaction(connection)
+                yield tx
+                tx.flush()
+
+    @contextmanager
+    def _roster_reading(self) -> Iterator[Connection]:
+        """Where to read preferences and shifts: in this thread's open write transaction when there is one (the
+        loop asks for them in the middle of a transition: no second connection and transaction), else in a
+        read-only transaction. Nothing is queued for those tables, so nothing needs sending first."""
+        open_tx: StoreTransaction | None = getattr(self._open, "tx", None)
+        if open_tx is not None:
+            yield open_tx._connection
+            return
+        with self.reading() as tx:
+            yield tx._connection
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -1006,9 +1155,8 @@ class AlertStore:
         """The stored preferences of these recipients."""
         if not recipient_ids:
             return {}
-        t = preferences_table
-        with self.reading() as tx:
-            rows = tx.connection.execute(select(t).where(t.c.recipient_id.in_(list(recipient_ids))))
+        with self._roster_reading() as connection:
+            rows = connection.execute(_PREFERENCES, {"ids": list(recipient_ids)})
             return {row._mapping["recipient_id"]: _preferences(row) for row in rows}
 
     def set_preferences(self, recipient_id: str, preferences: Preferences, now: float) -> None:
@@ -1060,14 +1208,8 @@ class AlertStore:
 
     def shifts_at(self, role: str, now: float) -> list[Shift]:
         """The shifts of ``role`` running at ``now``, whatever their scope."""
-        t = shifts_table
-        with self.reading() as tx:
-            rows = tx.connection.execute(
-                select(t)
-                .where(t.c.role == role, t.c.start_ts <= now, t.c.end_ts > now)
-                .order_by(t.c.staff_code, t.c.start_ts)
-            )
-            return [_shift(row) for row in rows]
+        with self._roster_reading() as connection:
+            return [_shift(row) for row in connection.execute(_SHIFTS_AT, {"role": role, "now": now})]
 
     def shifts(self, *, ending_after: float | None = None) -> list[Shift]:
         """Every stored shift (those ending after a time), by start."""
