@@ -25,9 +25,10 @@ from __future__ import annotations
 import enum
 import tomllib
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -271,6 +272,15 @@ class RecipientDirectory(Protocol):
 
     def resident(self, resident_id: str) -> Recipient | None:
         """The resident, reachable on their bracelet (``device_id``), or None when unknown."""
+        ...
+
+
+@runtime_checkable
+class ScopedDirectory(Protocol):
+    """A directory that can answer a batch of questions (one alert transition's) from one read."""
+
+    def scope(self) -> AbstractContextManager[RecipientDirectory]:
+        """A directory to ask the batch's questions of; its answers are remembered until the block ends."""
         ...
 
 

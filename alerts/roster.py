@@ -15,20 +15,20 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, literal, or_, select
 
 from alerts.models import ChannelName, QuietHours, Recipient, RecipientKind, Severity
 from careloop.messages import EARLIEST_TS, LATEST_TS
 from careloop.registry.importer import RowError
 from careloop.registry.models import Device, DeviceKind, FamilyMember, Home, OrgUnit, Resident, Staff, StaffRole
-from careloop.registry.store import Registry, org_path
+from careloop.registry.store import Registry
 
 #: The scope of a shift that covers every home.
 ALL = "all"
@@ -254,14 +254,18 @@ class PreferenceSource(Protocol):
 # -- the registry's directory ---------------------------------------------------------------------------------------
 def staff_recipient(staff: Staff) -> Recipient:
     """A staff member with their defaults: live + e-mail (live + SMS gateway without e-mail), alarms only."""
-    channels = STAFF_CHANNELS if staff.email or not staff.phone else (ChannelName.LIVE, ChannelName.WEBHOOK)
+    return _staff_recipient(staff.code, staff.name, staff.role, staff.email, staff.phone)
+
+
+def _staff_recipient(code: str, name: str, role: StaffRole, email: str | None, phone: str | None) -> Recipient:
+    channels = STAFF_CHANNELS if email or not phone else (ChannelName.LIVE, ChannelName.WEBHOOK)
     return Recipient(
-        recipient_id=staff.code,
+        recipient_id=code,
         kind=RecipientKind.STAFF,
-        name=staff.name,
-        role=staff.role.value,
-        email=staff.email,
-        phone=staff.phone,
+        name=name,
+        role=role.value,
+        email=email,
+        phone=phone,
         channels=channels,
         min_severity=Severity.LOW,
     )
@@ -269,43 +273,97 @@ def staff_recipient(staff: Staff) -> Recipient:
 
 def family_recipient(member: FamilyMember) -> Recipient:
     """A family member with their defaults: e-mail (SMS gateway without e-mail), alarms only."""
+    return _family_recipient(member.id, member.name, member.relation, member.email, member.phone)
+
+
+def _family_recipient(member_id: int, name: str, relation: str, email: str | None, phone: str | None) -> Recipient:
     return Recipient(
-        recipient_id=f"family:{member.id}",
+        recipient_id=f"family:{member_id}",
         kind=RecipientKind.FAMILY,
-        name=member.name,
-        role=member.relation,
-        email=member.email,
-        phone=member.phone,
-        channels=(ChannelName.EMAIL,) if member.email else (ChannelName.WEBHOOK,),
+        name=name,
+        role=relation,
+        email=email,
+        phone=phone,
+        channels=(ChannelName.EMAIL,) if email else (ChannelName.WEBHOOK,),
         min_severity=Severity.LOW,
     )
 
 
+# The directory's questions as statements built once (a statement built per question costs more CPU than the
+# database takes to answer it).
+_chain = (
+    select(OrgUnit.id, OrgUnit.parent_id, literal(0).label("depth"))
+    .join(Home, Home.org_unit_id == OrgUnit.id)
+    .where(Home.code == bindparam("home_id"))
+    .cte("chain", recursive=True)
+)
+_chain = _chain.union_all(
+    select(OrgUnit.id, OrgUnit.parent_id, _chain.c.depth + 1).join(_chain, OrgUnit.id == _chain.c.parent_id)
+)
+#: The home's household and its ancestors, the root last.
+_ORG_PATH = select(_chain.c.id).order_by(_chain.c.depth)
+_STAFF = select(Staff.code, Staff.name, Staff.role, Staff.email, Staff.phone)
+_STAFF_COVERING = _STAFF.where(
+    Staff.role == bindparam("role"),
+    or_(Staff.org_unit_id.in_(bindparam("path", expanding=True)), Staff.org_unit_id.is_(None)),
+).order_by(Staff.code)
+_STAFF_BY_CODE = _STAFF.where(Staff.code.in_(bindparam("codes", expanding=True)))
+_FAMILY = (
+    select(
+        FamilyMember.id,
+        FamilyMember.name,
+        FamilyMember.relation,
+        FamilyMember.email,
+        FamilyMember.phone,
+        FamilyMember.emergency_contact,
+    )
+    .join(Resident, Resident.id == FamilyMember.resident_id)
+    .where(Resident.code == bindparam("resident_id"))
+    .order_by(FamilyMember.priority)
+)
+_BRACELET = (
+    select(Device.code)
+    .where(Device.resident_id == Resident.id, Device.kind == DeviceKind.BRACELET, Device.active)
+    .order_by(Device.code)
+    .limit(1)
+    .scalar_subquery()
+)
+_RESIDENT = select(Resident.code, Resident.name, Resident.phone, _BRACELET.label("bracelet")).where(
+    Resident.code == bindparam("resident_id")
+)
+
+
 class RegistryDirectory:
-    """Recipients from the registry, the roster and stored preferences (a short read transaction per question)."""
+    """Recipients from the registry, the roster and stored preferences.
+
+    Each question is one short read transaction; :meth:`scope` answers a batch of questions (those of one alert
+    transition) from one, asking the database each thing once.
+    """
 
     def __init__(self, registry: Registry, *, shifts: ShiftSource, preferences: PreferenceSource) -> None:
         self.registry = registry
         self.preferences = preferences
         self.roster = Roster(shifts, self.org_path_ids)
 
+    @contextmanager
+    def scope(self) -> Iterator[DirectoryScope]:
+        """A view of the directory whose answers come from one registry read transaction and are remembered until
+        the block ends: a home's org path, a resident's family, a recipient's preferences are read once."""
+        scope = DirectoryScope(self)
+        try:
+            yield scope
+        finally:
+            scope.close()
+
     def org_path_ids(self, home_id: str) -> list[int] | None:
         """The org unit ids from the root to the home's household (None for an unknown home)."""
-        with self.registry.session() as session:
-            return self._path(session, home_id)
+        with self.scope() as scope:
+            return scope.org_path_ids(home_id)
 
     def staff_covering(self, role: str, home_id: str) -> list[Recipient]:
         """Staff of ``role`` whose org unit is the home's or an ancestor of it, or who cover everything."""
-        with self.registry.session() as session:
-            path = self._path(session, home_id)
-            if path is None:
-                return []
-            statement = (
-                select(Staff)
-                .where(Staff.role == role, or_(Staff.org_unit_id.in_(path), Staff.org_unit_id.is_(None)))
-                .order_by(Staff.code)
-            )
-            return self._with_preferences([staff_recipient(s) for s in session.scalars(statement)])
+        with self.scope() as scope:
+            return scope.staff_covering(role, home_id)
 
     def staff_on_duty(self, role: str, home_id: str, now: float) -> list[Recipient]:
         """Staff on a roster shift of ``role`` covering the home at ``now``.
@@ -313,50 +371,23 @@ class RegistryDirectory:
         A shift naming a code the registry does not know still yields a recipient (without addresses), so the
         failed delivery shows instead of nobody being paged.
         """
-        codes = [shift.staff_code for shift in self.roster.on_duty(role, home_id, now)]
-        if not codes:
-            return []
-        with self.registry.session() as session:
-            known = {s.code: s for s in session.scalars(select(Staff).where(Staff.code.in_(codes)))}
-        recipients = [
-            staff_recipient(known[code])
-            if code in known
-            else Recipient(
-                code, RecipientKind.STAFF, code, role=role, channels=STAFF_CHANNELS, min_severity=Severity.LOW
-            )
-            for code in codes
-        ]
-        return self._with_preferences(recipients)
+        with self.scope() as scope:
+            return scope.staff_on_duty(role, home_id, now)
 
     def family(self, resident_id: str) -> list[Recipient]:
         """The resident's family members, in priority order."""
-        return self._family(resident_id, emergency_only=False)
+        with self.scope() as scope:
+            return scope.family(resident_id)
 
     def emergency_contacts(self, resident_id: str) -> list[Recipient]:
         """The resident's family members marked as emergency contacts, in priority order."""
-        return self._family(resident_id, emergency_only=True)
+        with self.scope() as scope:
+            return scope.emergency_contacts(resident_id)
 
     def resident(self, resident_id: str) -> Recipient | None:
         """The resident on their active bracelet (``device_id`` None when they have none), reminders and up."""
-        with self.registry.session() as session:
-            resident = session.scalars(select(Resident).where(Resident.code == resident_id)).one_or_none()
-            if resident is None:
-                return None
-            bracelet = session.scalars(
-                select(Device.code)
-                .where(Device.resident_id == resident.id, Device.kind == DeviceKind.BRACELET, Device.active)
-                .order_by(Device.code)
-            ).first()
-            recipient = Recipient(
-                recipient_id=f"resident:{resident.code}",
-                kind=RecipientKind.RESIDENT,
-                name=resident.name,
-                phone=resident.phone,
-                device_id=bracelet,
-                channels=(ChannelName.BRACELET,),
-                min_severity=Severity.REMINDER,
-            )
-        return self._with_preferences([recipient])[0]
+        with self.scope() as scope:
+            return scope.resident(resident_id)
 
     def staff_roles(self) -> dict[str, str]:
         """Every staff code with its role, to check a roster file against."""
@@ -377,28 +408,110 @@ class RegistryDirectory:
                 parent = found[0]
             return parent
 
-    # -- helpers ----------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _path(session: Session, home_id: str) -> list[int] | None:
-        unit = session.scalar(select(Home.org_unit_id).where(Home.code == home_id))
-        if unit is None:
-            return None
-        return [u.id for u in org_path(session, unit)]
 
-    def _family(self, resident_id: str, *, emergency_only: bool) -> list[Recipient]:
-        with self.registry.session() as session:
-            statement = (
-                select(FamilyMember)
-                .join(FamilyMember.resident)
-                .where(Resident.code == resident_id)
-                .order_by(FamilyMember.priority)
+class DirectoryScope:
+    """The :class:`RegistryDirectory` over one registry read transaction (opened at the first question), each
+    answer remembered: see :meth:`RegistryDirectory.scope`. Not shared between threads."""
+
+    def __init__(self, directory: RegistryDirectory) -> None:
+        self.directory = directory
+        self.roster = Roster(self, self.org_path_ids)
+        self._connection: Connection | None = None
+        self._paths: dict[str, list[int] | None] = {}
+        self._shifts: dict[tuple[str, float], list[Shift]] = {}
+        self._families: dict[str, list[tuple[Recipient, bool]]] = {}
+        self._residents: dict[str, Recipient | None] = {}
+        self._preferences: dict[str, Preferences | None] = {}
+
+    @property
+    def connection(self) -> Connection:
+        """The registry connection of this scope."""
+        if self._connection is None:
+            self._connection = self.directory.registry.engine.connect()
+        return self._connection
+
+    def close(self) -> None:
+        """End the read transaction (the remembered answers stay)."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def shifts_at(self, role: str, now: float) -> list[Shift]:
+        """The shifts of ``role`` running at ``now`` (the roster's :class:`ShiftSource`)."""
+        key = (role, now)
+        if key not in self._shifts:
+            self._shifts[key] = self.directory.roster.shifts.shifts_at(role, now)
+        return self._shifts[key]
+
+    def org_path_ids(self, home_id: str) -> list[int] | None:
+        """The org unit ids from the root to the home's household (None for an unknown home)."""
+        if home_id not in self._paths:
+            path = [unit for (unit,) in self.connection.execute(_ORG_PATH, {"home_id": home_id})][::-1]
+            self._paths[home_id] = path or None
+        return self._paths[home_id]
+
+    def staff_covering(self, role: str, home_id: str) -> list[Recipient]:
+        """Staff of ``role`` whose org unit is the home's or an ancestor of it, or who cover everything."""
+        path = self.org_path_ids(home_id)
+        if path is None:
+            return []
+        rows = self.connection.execute(_STAFF_COVERING, {"role": role, "path": path})
+        return self._with_preferences([_staff_recipient(*row) for row in rows])
+
+    def staff_on_duty(self, role: str, home_id: str, now: float) -> list[Recipient]:
+        """Staff on a roster shift of ``role`` covering the home at ``now`` (see the directory's)."""
+        codes = [shift.staff_code for shift in self.roster.on_duty(role, home_id, now)]
+        if not codes:
+            return []
+        known = {row.code: _staff_recipient(*row) for row in self.connection.execute(_STAFF_BY_CODE, {"codes": codes})}
+        recipients = [
+            known[code]
+            if code in known
+            else Recipient(
+                code, RecipientKind.STAFF, code, role=role, channels=STAFF_CHANNELS, min_severity=Severity.LOW
             )
-            if emergency_only:
-                statement = statement.where(FamilyMember.emergency_contact)
-            return self._with_preferences([family_recipient(m) for m in session.scalars(statement)])
+            for code in codes
+        ]
+        return self._with_preferences(recipients)
+
+    def family(self, resident_id: str) -> list[Recipient]:
+        """The resident's family members, in priority order."""
+        return [member for member, _ in self._family(resident_id)]
+
+    def emergency_contacts(self, resident_id: str) -> list[Recipient]:
+        """The resident's family members marked as emergency contacts, in priority order."""
+        return [member for member, emergency in self._family(resident_id) if emergency]
+
+    def resident(self, resident_id: str) -> Recipient | None:
+        """The resident on their active bracelet (``device_id`` None when they have none), reminders and up."""
+        if resident_id not in self._residents:
+            row = self.connection.execute(_RESIDENT, {"resident_id": resident_id}).first()
+            recipient = None
+            if row is not None:
+                recipient = Recipient(
+                    recipient_id=f"resident:{row.code}",
+                    kind=RecipientKind.RESIDENT,
+                    name=row.name,
+                    phone=row.phone,
+                    device_id=row.bracelet,
+                    channels=(ChannelName.BRACELET,),
+                    min_severity=Severity.REMINDER,
+                )
+                recipient = self._with_preferences([recipient])[0]
+            self._residents[resident_id] = recipient
+        return self._residents[resident_id]
+
+    def _family(self, resident_id: str) -> list[tuple[Recipient, bool]]:
+        if resident_id not in self._families:
+            rows = list(self.connection.execute(_FAMILY, {"resident_id": resident_id}))
+            members = self._with_preferences([_family_recipient(*row[:5]) for row in rows])
+            emergency = [bool(row.emergency_contact) for row in rows]
+            self._families[resident_id] = list(zip(members, emergency, strict=True))
+        return self._families[resident_id]
 
     def _with_preferences(self, recipients: list[Recipient]) -> list[Recipient]:
-        if not recipients:
-            return recipients
-        stored = self.preferences.preferences([r.recipient_id for r in recipients])
-        return [stored[r.recipient_id].apply(r) if r.recipient_id in stored else r for r in recipients]
+        missing = [r.recipient_id for r in recipients if r.recipient_id not in self._preferences]
+        if missing:
+            stored = self.directory.preferences.preferences(missing)
+            self._preferences.update({rid: stored.get(rid) for rid in missing})
+        return [r if (p := self._preferences[r.recipient_id]) is None else p.apply(r) for r in recipients]

@@ -20,15 +20,17 @@ The dashboard maps :class:`AlertNotFound` to 404 and :class:`~alerts.lifecycle.I
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from alerts.escalation import EscalationPolicy, RecipientDirectory, route
+from alerts.escalation import EscalationPolicy, RecipientDirectory, ScopedDirectory, route
 from alerts.lifecycle import (
     SYSTEM,
     Acknowledge,
@@ -239,10 +241,10 @@ class AlertService:
         now = self.clock.now()
         for attempt in (1, 2):
             try:
-                with self.store.transaction() as tx:
+                with self._directory() as directory, self.store.transaction() as tx:
                     if tx.signal_seen(signal):
                         return []
-                    alert_id, changes = self._signal(tx, signal, now)
+                    alert_id, changes = self._signal(tx, directory, signal, now)
                     tx.mark_signal(signal, alert_id, now)
                 return changes
             except IntegrityError:
@@ -256,7 +258,7 @@ class AlertService:
         """Fire every timer due now (cancel windows, promotions, escalations, repeats), each exactly once."""
         now = self.clock.now()
         changes: list[AlertChange] = []
-        with self.store.transaction() as tx:
+        with self._directory() as directory, self.store.transaction() as tx:
             for _ in range(MAX_TIMERS_PER_CALL):
                 found = tx.next_due_timer(now)
                 if found is None:
@@ -272,7 +274,7 @@ class AlertService:
                     continue
                 event = _TIMER_EVENTS[timer.kind](timer.level)
                 try:
-                    _, fired = self._step(tx, alert, event, now)
+                    _, fired = self._step(tx, directory, alert, event, now)
                 except InvalidTransition as exc:
                     # A timer the alert outgrew (the lifecycle cancels them; this is the belt to those braces).
                     detail = {"timer": timer.kind.value, "level": timer.level, "due_ts": timer.due_ts, "why": str(exc)}
@@ -350,32 +352,45 @@ class AlertService:
     # -- the shell ----------------------------------------------------------------------------------------------------
     def _act(self, alert_id: str, event: LoopEvent) -> AlertView:
         now = self.clock.now()
-        with self.store.transaction() as tx:
+        with self._directory() as directory, self.store.transaction() as tx:
             alert = tx.alert(alert_id, lock=True)
             if alert is None:
                 raise AlertNotFound(alert_id)
-            after, _ = self._step(tx, alert, event, now)
+            after, _ = self._step(tx, directory, alert, event, now)
         return self._view(after)
 
-    def _signal(self, tx: StoreTransaction, signal: Signal, now: float) -> tuple[str | None, list[AlertChange]]:
+    def _directory(self) -> AbstractContextManager[RecipientDirectory]:
+        """The directory for one call: one read for all its questions, when the directory can do that."""
+        if isinstance(self.directory, ScopedDirectory):
+            return self.directory.scope()
+        return contextlib.nullcontext(self.directory)
+
+    def _signal(
+        self, tx: StoreTransaction, directory: RecipientDirectory, signal: Signal, now: float
+    ) -> tuple[str | None, list[AlertChange]]:
         current = tx.open_alert(signal.resident_id, signal.kind)
         if signal.action is SignalAction.RAISE:
             event = SignalRaised(signal, new_alert_id() if current is None else current.alert_id)
-            after, raised = self._step(tx, current, event, now)
+            after, raised = self._step(tx, directory, current, event, now)
             return after.alert_id, raised
         if signal.action is SignalAction.CLEAR:
             if current is None:
                 return None, []
-            return current.alert_id, self._step(tx, current, ConditionCleared(signal.reason), now)[1]
+            return current.alert_id, self._step(tx, directory, current, ConditionCleared(signal.reason), now)[1]
         # "I'm OK": the alert of this kind, or else whatever of the resident's is still in its cancel window.
         targets = [current] if current is not None else tx.pending_alerts(signal.resident_id)
         changes: list[AlertChange] = []
         for target in targets:
-            changes.extend(self._step(tx, target, ResidentOk(f"resident:{signal.resident_id}"), now)[1])
+            changes.extend(self._step(tx, directory, target, ResidentOk(f"resident:{signal.resident_id}"), now)[1])
         return (targets[0].alert_id if targets else None), changes
 
     def _step(
-        self, tx: StoreTransaction, alert: AlertSnapshot | None, event: LoopEvent, now: float
+        self,
+        tx: StoreTransaction,
+        directory: RecipientDirectory,
+        alert: AlertSnapshot | None,
+        event: LoopEvent,
+        now: float,
     ) -> tuple[AlertSnapshot, list[AlertChange]]:
         after, effects = transition(alert, event, now, self.policy)
         tx.save_alert(after, new=alert is None)
@@ -392,7 +407,7 @@ class AlertService:
             elif isinstance(effect, CancelTimer):
                 tx.cancel_timer(after.alert_id, effect.kind)
             elif isinstance(effect, Notify):
-                reached = self._notify(tx, after, effect, now)
+                reached = self._notify(tx, directory, after, effect, now)
             elif isinstance(effect, PublishChange):
                 assert record is not None, "the lifecycle records a transition before publishing it"
                 change = AlertChange(
@@ -411,16 +426,18 @@ class AlertService:
             # Nobody this level pages can be reached: waiting out the timeout would only delay the next level.
             name = self.policy.level(after.level).name
             skip = EscalationTimeout(after.level, reason=f"nobody to page at level {after.level} ({name})")
-            after, more = self._step(tx, after, skip, now)
+            after, more = self._step(tx, directory, after, skip, now)
             changes.extend(more)
         return after, changes
 
-    def _notify(self, tx: StoreTransaction, alert: AlertSnapshot, effect: Notify, now: float) -> bool:
+    def _notify(
+        self, tx: StoreTransaction, directory: RecipientDirectory, alert: AlertSnapshot, effect: Notify, now: float
+    ) -> bool:
         """Put the level's notifications in the outbox; False when nobody the level pages can be reached (the family
         and the bracelet are informed, not paged)."""
         routed = route(
             self.policy,
-            self.directory,
+            directory,
             effect.level,
             resident_id=alert.resident_id,
             home_id=alert.home_id,
@@ -428,7 +445,7 @@ class AlertService:
             now=now,
             repeat=effect.repeat,
         )
-        context = self._alarm_context(tx, alert, now) if routed else {}
+        context = self._alarm_context(tx, directory, alert, now) if routed else {}
         resident_name = str(context.get("resident_name", alert.resident_id))
         reached: set[str] = set()
         paged: set[str] = set()
@@ -535,19 +552,25 @@ class AlertService:
         )
         tx.add_notification(notification, alert.seq, next_attempt_at=change.ts)
 
-    def _alarm_context(self, tx: StoreTransaction, alert: AlertSnapshot, now: float) -> dict[str, object]:
-        resident = self.directory.resident(alert.resident_id)
-        context: dict[str, object] = {
-            "resident_name": resident.name if resident is not None else alert.resident_id,
-            "value": alert.value,
-            "unit": alert.unit,
-        }
-        if self.context is None:
-            return context
-        try:
-            context.update(self.context(alert.resident_id, alert.home_id))
-        except Exception as exc:  # the page goes out without the context, and says why (audit, context_error)
-            error = f"{type(exc).__name__}: {exc}"
+    def _alarm_context(
+        self, tx: StoreTransaction, directory: RecipientDirectory, alert: AlertSnapshot, now: float
+    ) -> dict[str, object]:
+        extra: Mapping[str, object] = {}
+        error: str | None = None
+        if self.context is not None:
+            try:
+                extra = self.context(alert.resident_id, alert.home_id)
+            except Exception as exc:  # the page goes out without the context, and says why (audit, context_error)
+                error = f"{type(exc).__name__}: {exc}"
+        # The registry's name only when the context does not bring one (the context's name wins).
+        name: object = alert.resident_id
+        if "resident_name" not in extra:
+            resident = directory.resident(alert.resident_id)
+            if resident is not None:
+                name = resident.name
+        context: dict[str, object] = {"resident_name": name, "value": alert.value, "unit": alert.unit}
+        context.update(extra)
+        if error is not None:
             context["context_error"] = error
             tx.append_audit(now, SYSTEM, "context_failed", alert.alert_id, {"error": error})
         return context
