@@ -126,9 +126,12 @@ def _prepare_database(db_url: str, residents: int) -> list[tuple[str, str, str]]
 
 async def _probe_phase(
     broker: Mosquitto, tree: TopicTree, bracelets: list[tuple[str, str, str]], spacing_s: float, timeout_s: float
-) -> tuple[list[float], int]:
-    """Press SOS on `probes` fresh bracelets, one at a time; latencies (s) and how many never showed up."""
+) -> tuple[list[float], int, list[float], list[float]]:
+    """Press SOS on fresh bracelets, one at a time: end-to-end latencies (s), how many never showed up, and where
+    the time went: until the broker's PUBACK, and until the service stamped the change (its `ts`, wall clock)."""
     latencies: list[float] = []
+    pubacks: list[float] = []
+    stamped: list[float] = []
     missing = 0
     async with aiomqtt.Client(
         broker.host,
@@ -138,7 +141,7 @@ async def _probe_phase(
         socket_options=NO_DELAY,  # as the console's client would; else Nagle holds the SOS up to 40 ms here
     ) as client:
         await client.subscribe(tree.filter(TopicKind.ALERT_STATE), qos=1)
-        waiting: dict[str, asyncio.Future[float]] = {}
+        waiting: dict[str, asyncio.Future[tuple[float, float]]] = {}
 
         async def listen() -> None:
             async for message in client.messages:
@@ -147,32 +150,40 @@ async def _probe_phase(
                 if change.kind == "sos" and change.state == "open":
                     future = waiting.get(change.resident_id)
                     if future is not None and not future.done():
-                        future.set_result(time.perf_counter())
+                        future.set_result((time.perf_counter(), change.ts))
 
         listener = asyncio.create_task(listen())
         try:
             for home, device, resident in bracelets:
-                future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+                future: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()
                 waiting[resident] = future
-                payload = encode(m.SosPress(ts=time.time()))
+                wall = time.time()
+                payload = encode(m.SosPress(ts=wall))
                 started = time.perf_counter()
                 try:
                     await client.publish(tree.device(TopicKind.DEVICE_SOS, home, device), payload, qos=1)
-                    arrived = await asyncio.wait_for(future, timeout_s)
+                    acked = time.perf_counter()
+                    arrived, change_ts = await asyncio.wait_for(future, timeout_s)
                     latencies.append(arrived - started)
+                    pubacks.append(acked - started)
+                    stamped.append(change_ts - wall)
                 except (TimeoutError, aiomqtt.MqttError):
                     missing += 1
                 await asyncio.sleep(spacing_s)
         finally:
             listener.cancel()
-    return latencies, missing
+    return latencies, missing, pubacks, stamped
 
 
-def _summary(latencies: list[float], missing: int) -> dict[str, Any]:
+def _summary(latencies: list[float], missing: int, pubacks: list[float], stamped: list[float]) -> dict[str, Any]:
     ms = [x * 1000 for x in latencies]
     if not ms:
         return {"probes": 0, "missing": missing}
     return {
+        "puback_p50_ms": round(_percentile([x * 1000 for x in pubacks], 50), 2),
+        "puback_p99_ms": round(_percentile([x * 1000 for x in pubacks], 99), 2),
+        "changed_p50_ms": round(_percentile([x * 1000 for x in stamped], 50), 2),
+        "changed_p99_ms": round(_percentile([x * 1000 for x in stamped], 99), 2),
         "probes": len(ms),
         "missing": missing,
         "p50_ms": round(_percentile(ms, 50), 2),
@@ -265,6 +276,8 @@ def main() -> int:
                 f"{phase:>6}: {s.get('probes', 0)} SOS, missing {s.get('missing')}, p50 {s.get('p50_ms')} ms, "
                 f"p95 {s.get('p95_ms')} ms, p99 {s.get('p99_ms')} ms, max {s.get('max_ms')} ms, "
                 f"alerts service CPU {s.get('service_cpu_pct')}% of a core, "
+                f"broker PUBACK p50/p99 {s.get('puback_p50_ms')}/{s.get('puback_p99_ms')} ms, "
+                f"state changed p50/p99 {s.get('changed_p50_ms')}/{s.get('changed_p99_ms')} ms, "
                 f"took in {s.get('service_msg_s', '-')} msg/s"
             )
         print(f"fleet: {results.get('fleet')}")
