@@ -31,7 +31,7 @@ import json
 import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -709,6 +709,54 @@ _SUPPRESS_REMINDERS = (
 )
 
 
+# The dispatcher's.
+_n = notifications_table
+_DUE = (
+    select(_n)
+    .where(_n.c.status.in_(_WAITING), _n.c.next_attempt_at <= bindparam("now"))
+    .order_by(_n.c.next_attempt_at, _n.c.created_ts, _n.c.id)
+    .limit(bindparam("limit"))
+)
+_DUE_LOCKED = _DUE.with_for_update(skip_locked=True)
+_CLAIM = (
+    update(_n)
+    .where(_n.c.id.in_(bindparam("ids", expanding=True)))
+    .values(attempts=_n.c.attempts + 1, next_attempt_at=bindparam("next_attempt_at_"), updated_ts=bindparam("now_"))
+)
+_DELIVERED = (
+    update(_n)
+    .where(_n.c.id == bindparam("id_"))
+    .values(
+        status=DeliveryStatus.DELIVERED.value,
+        receipt=bindparam("receipt_"),
+        delivered_ts=bindparam("now_"),
+        next_attempt_at=None,
+        updated_ts=bindparam("now_"),
+    )
+)
+_RETRY = (
+    update(_n)
+    .where(_n.c.id == bindparam("id_"))
+    .values(
+        status=DeliveryStatus.RETRYING.value,
+        last_error=bindparam("error_"),
+        next_attempt_at=bindparam("next_attempt_at_"),
+        updated_ts=bindparam("now_"),
+    )
+)
+_FAILED = (
+    update(_n)
+    .where(_n.c.id == bindparam("id_"))
+    .values(
+        status=DeliveryStatus.FAILED.value,
+        last_error=bindparam("error_"),
+        next_attempt_at=None,
+        updated_ts=bindparam("now_"),
+    )
+)
+_FAILED_ROW = select(_n.c.alert_id, _n.c.channel, _n.c.recipient_id, _n.c.attempts).where(_n.c.id == bindparam("id_"))
+
+
 # -- one transaction ------------------------------------------------------------------------------------------------
 class StoreTransaction:
     """What the loop reads and writes inside one database transaction (see :meth:`AlertStore.transaction`).
@@ -1055,70 +1103,40 @@ class AlertStore:
     def claim_due(self, now: float, *, limit: int, lease_s: float) -> list[Delivery]:
         """Take up to ``limit`` notifications due at ``now`` for sending: one attempt more each, and their next
         attempt moved ``lease_s`` ahead, so a sender that dies mid-send has them sent again after the lease."""
-        t = notifications_table
         with self.transaction() as tx:
-            statement = (
-                select(t)
-                .where(t.c.status.in_(_WAITING), t.c.next_attempt_at <= now)
-                .order_by(t.c.next_attempt_at, t.c.created_ts, t.c.id)
-                .limit(limit)
-            )
-            if tx.connection.dialect.name == "postgresql":
-                statement = statement.with_for_update(skip_locked=True)
-            rows = list(tx.connection.execute(statement))
+            connection = tx.connection
+            statement = _DUE_LOCKED if connection.dialect.name == "postgresql" else _DUE
+            rows = list(connection.execute(statement, {"now": now, "limit": limit}))
             if not rows:
                 return []
+            next_attempt_at = now + lease_s
             ids = [row._mapping["id"] for row in rows]
-            tx.connection.execute(
-                update(t)
-                .where(t.c.id.in_(ids))
-                .values(attempts=t.c.attempts + 1, next_attempt_at=now + lease_s, updated_ts=now)
+            connection.execute(_CLAIM, {"ids": ids, "next_attempt_at_": next_attempt_at, "now_": now})
+        # What the update wrote, without reading every row (and its JSON) again: the rows are this transaction's
+        # (locked on PostgreSQL, the only writer on SQLite) from the select to the commit.
+        return [
+            replace(
+                _delivery(row), attempts=row._mapping["attempts"] + 1, next_attempt_at=next_attempt_at, updated_ts=now
             )
-            claimed = [_delivery(row) for row in tx.connection.execute(select(t).where(t.c.id.in_(ids)))]
-        order = {nid: i for i, nid in enumerate(ids)}
-        return sorted(claimed, key=lambda d: order[d.notification.notification_id])
+            for row in rows
+        ]
 
     def record_delivered(self, notification_id: str, receipt: str, now: float) -> None:
         """The channel accepted the notification."""
         with self.transaction() as tx:
-            tx.connection.execute(
-                update(notifications_table)
-                .where(notifications_table.c.id == notification_id)
-                .values(
-                    status=DeliveryStatus.DELIVERED.value,
-                    receipt=receipt,
-                    delivered_ts=now,
-                    next_attempt_at=None,
-                    updated_ts=now,
-                )
-            )
+            tx.connection.execute(_DELIVERED, {"id_": notification_id, "receipt_": receipt, "now_": now})
 
     def record_retry(self, notification_id: str, error: str, next_attempt_at: float, now: float) -> None:
         """A transient failure: try again at ``next_attempt_at``."""
+        params = {"id_": notification_id, "error_": error, "next_attempt_at_": next_attempt_at, "now_": now}
         with self.transaction() as tx:
-            tx.connection.execute(
-                update(notifications_table)
-                .where(notifications_table.c.id == notification_id)
-                .values(
-                    status=DeliveryStatus.RETRYING.value,
-                    last_error=error,
-                    next_attempt_at=next_attempt_at,
-                    updated_ts=now,
-                )
-            )
+            tx.connection.execute(_RETRY, params)
 
     def record_failed(self, notification_id: str, error: str, now: float) -> None:
         """Given up: the notification is FAILED (shown to staff) and the audit log says so."""
         with self.transaction() as tx:
-            t = notifications_table
-            tx.connection.execute(
-                update(t)
-                .where(t.c.id == notification_id)
-                .values(status=DeliveryStatus.FAILED.value, last_error=error, next_attempt_at=None, updated_ts=now)
-            )
-            row = tx.connection.execute(
-                select(t.c.alert_id, t.c.channel, t.c.recipient_id, t.c.attempts).where(t.c.id == notification_id)
-            ).first()
+            tx.connection.execute(_FAILED, {"id_": notification_id, "error_": error, "now_": now})
+            row = tx.connection.execute(_FAILED_ROW, {"id_": notification_id}).first()
             if row is not None:
                 tx.append_audit(
                     now,
