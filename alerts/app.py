@@ -104,6 +104,7 @@ class AlertsStats:
     connects: int = 0
     connected: bool = False
     service_errors: int = 0
+    early_pushes: int = 0
     ticks: int = 0  # passes of the ticker (rules on time, the loop's timers); one that stops rising is stuck
 
 
@@ -234,6 +235,7 @@ class AlertsApp:
         self.stats = AlertsStats()
         self.ready = asyncio.Event()  # both broker links connected and subscribed
         self._links_up: set[str] = set()
+        self._pushes: set[asyncio.Task[None]] = set()
         self.stop = asyncio.Event()
         self._db = PriorityWorker()
         self._timer_wake = asyncio.Event()
@@ -268,12 +270,36 @@ class AlertsApp:
                 self.service.handle_signal, signal, priority=_SIGNAL_PRIORITY.get(signal.severity, 1)
             )
             changes += len(result)
+            for change in result:
+                self._early_push(change)
         if changes:
             self.stats.changes += changes
             self.dispatcher.wake()
         if signals:
             self._timer_wake.set()  # a new cancel window or escalation may be due sooner than the ticker thinks
         return changes
+
+    def _early_push(self, change: Any) -> None:
+        """Publish a committed state change on the live topic at once, without waiting for the dispatcher.
+
+        The change is already in the database with its outbox row, so this push is an early copy: the dispatcher
+        still delivers and records the outbox row (and retries it if this copy failed). A console may therefore see
+        the same change twice; state changes are idempotent (same alert id, state and time). Claiming the row
+        first would put a second database commit between the alarm and the screen.
+        """
+        message = getattr(change, "message", None)
+        if message is None or self.publisher.client is None:
+            return
+        task = asyncio.create_task(self._push(change.message()), name="alerts-early-push")
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
+
+    async def _push(self, message: Any) -> None:
+        try:
+            await self.publisher.publish(self.tree.alert_state(message.home_id), encode(message), qos=1)
+            self.stats.early_pushes += 1
+        except CONNECTION_ERRORS as exc:  # the outbox row goes out through the dispatcher anyway
+            log.info("early live push of %s failed (%s); the dispatcher delivers it", message.alert_id, exc)
 
     def _observe(self, observations: Sequence[Observation], now: float) -> list[Signal]:
         signals: list[Signal] = []
