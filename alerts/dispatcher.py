@@ -198,6 +198,7 @@ async def _first_of(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-        for waiter in waiters:
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
+        # Not `await waiter` under suppress(CancelledError): a cancellation of this task that arrives meanwhile
+        # would be swallowed with the waiter's own, and the dispatcher would never stop. gather() hands the waiters'
+        # cancellations back as results and still raises ours.
+        await asyncio.gather(*waiters, return_exceptions=True)

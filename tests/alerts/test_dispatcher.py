@@ -283,6 +283,41 @@ async def test_run_sends_at_once_when_woken_and_stops_when_told(store: AlertStor
     dispatcher.wake()  # not running: nothing happens
 
 
+class IdleOutbox:
+    """An outbox with nothing in it, that says when the dispatcher has looked (and gone to sleep)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.looked = asyncio.Event()
+
+    def claim_due(self, now: float, *, limit: int, lease_s: float) -> list[Delivery]:
+        return []
+
+    def next_delivery_at(self) -> float | None:
+        self.loop.call_soon_threadsafe(self.looked.set)
+        return None
+
+
+@pytest.mark.parametrize("steps", range(8))
+async def test_run_stops_when_cancelled_right_after_a_wake_up(steps: int) -> None:
+    # The app stops the dispatcher by cancelling it. A cancel that lands while the dispatcher is putting away its
+    # wake-up waiters (some loop steps after a wake()) used to be swallowed with theirs: it ran on, and a restart
+    # of the alerts service hung. Each case lands the cancel one loop step later.
+    outbox = IdleOutbox()
+    dispatcher = Dispatcher(outbox, {}, ManualClock(T0), idle_s=3600)  # type: ignore[arg-type]
+    task = asyncio.create_task(dispatcher.run(asyncio.Event()))
+    await asyncio.wait_for(outbox.looked.wait(), timeout=10)
+    for _ in range(3):
+        await asyncio.sleep(0)  # into its sleep
+    dispatcher.wake()
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done, "the dispatcher did not stop when cancelled"
+    assert task.cancelled()
+
+
 async def test_run_retries_when_the_next_attempt_is_due_without_being_woken(store: AlertStore) -> None:
     clock = SystemClock()
     loop = service(store, clock)
