@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import aiomqtt
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 COMPONENT = "alerts"
 URGENT, VITALS = "urgent", "vitals"
 LINKS = (URGENT, VITALS)
+LIVE_LEASE_S = 10.0  # how long the dispatcher leaves a change's live push to the early push
 YIELD_EVERY = 50  # vitals messages processed between chances for the urgent link to run (~1 ms)
 VITALS_PRIORITY = 2  # topics of this priority (alerts.intake.PRIORITY) go on the vitals link
 T = TypeVar("T")
@@ -75,9 +77,9 @@ class RuleEngineLike(Protocol):
 class ServiceLike(Protocol):
     """What the app needs of the alert service (alerts.service.AlertService)."""
 
-    def handle_signal(self, signal: Signal) -> Sequence[Any]: ...
+    def handle_signal(self, signal: Signal, *, live_lease_s: float = ...) -> Sequence[Any]: ...
 
-    def fire_due(self) -> Sequence[Any]: ...
+    def fire_due(self, *, live_lease_s: float = ...) -> Sequence[Any]: ...
 
     def next_due(self) -> float | None: ...
 
@@ -267,7 +269,9 @@ class AlertsApp:
         for signal in signals:
             self.stats.signals += 1
             result = await self._db_call(
-                self.service.handle_signal, signal, priority=_SIGNAL_PRIORITY.get(signal.severity, 1)
+                partial(self.service.handle_signal, live_lease_s=LIVE_LEASE_S),
+                signal,
+                priority=_SIGNAL_PRIORITY.get(signal.severity, 1),
             )
             changes += len(result)
             for change in result:
@@ -282,24 +286,29 @@ class AlertsApp:
     def _early_push(self, change: Any) -> None:
         """Publish a committed state change on the live topic at once, without waiting for the dispatcher.
 
-        The change is already in the database with its outbox row, so this push is an early copy: the dispatcher
-        still delivers and records the outbox row (and retries it if this copy failed). A console may therefore see
-        the same change twice; state changes are idempotent (same alert id, state and time). Claiming the row
-        first would put a second database commit between the alarm and the screen.
+        The change is already in the database with its outbox row, written with a lease of LIVE_LEASE_S: once the
+        broker has the push, the row is recorded as delivered; if the push fails or this process dies first, the
+        dispatcher sends the row when the lease runs out. Claiming the row through the dispatcher instead would
+        put a second database commit and a thread hop between the alarm and the screen.
         """
-        message = getattr(change, "message", None)
-        if message is None or self.publisher.client is None:
+        if getattr(change, "message", None) is None or self.publisher.client is None:
             return
-        task = asyncio.create_task(self._push(change.message()), name="alerts-early-push")
+        task = asyncio.create_task(self._push(change), name="alerts-early-push")
         self._pushes.add(task)
         task.add_done_callback(self._pushes.discard)
 
-    async def _push(self, message: Any) -> None:
+    async def _push(self, change: Any) -> None:
+        message = change.message()
+        topic = self.tree.alert_state(message.home_id)
         try:
-            await self.publisher.publish(self.tree.alert_state(message.home_id), encode(message), qos=1)
-            self.stats.early_pushes += 1
-        except CONNECTION_ERRORS as exc:  # the outbox row goes out through the dispatcher anyway
+            await self.publisher.publish(topic, encode(message), qos=1)
+        except CONNECTION_ERRORS as exc:  # the outbox row goes out through the dispatcher after its lease
             log.info("early live push of %s failed (%s); the dispatcher delivers it", message.alert_id, exc)
+            return
+        self.stats.early_pushes += 1
+        record = getattr(self.service, "record_live_push", None)
+        if record is not None and change.live_notification_id is not None:
+            await self._db_call(record, change.live_notification_id, f"PUBACK {topic}", priority=4)
 
     def _observe(self, observations: Sequence[Observation], now: float) -> list[Signal]:
         signals: list[Signal] = []
@@ -506,7 +515,11 @@ class AlertsApp:
             self._timer_wake.clear()
             now = self.clock.now()
             await self._handle_signals(self.engine.tick(now))
-            changes = await self._db_call(self.service.fire_due, priority=TIMERS_PRIORITY)
+            changes = await self._db_call(
+                partial(self.service.fire_due, live_lease_s=LIVE_LEASE_S), priority=TIMERS_PRIORITY
+            )
+            for change in changes:
+                self._early_push(change)
             if changes:
                 self.stats.changes += len(changes)
                 self.dispatcher.wake()

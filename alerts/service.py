@@ -21,10 +21,11 @@ The dashboard maps :class:`AlertNotFound` to 404 and :class:`~alerts.lifecycle.I
 from __future__ import annotations
 
 import contextlib
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -165,6 +166,8 @@ class AlertChange:
     actor: str
     reason: str
     ts: float
+    #: the outbox row of this change's live push (set once the row is written)
+    live_notification_id: str | None = None
 
     def message(self) -> AlertStateChange:
         """The wire contract's state change (ValidationError only if an id breaks the contract)."""
@@ -234,10 +237,22 @@ class AlertService:
         self.clock = clock
         self.console_url = console_url.rstrip("/") if console_url else None
         self.context = context
+        self._call = threading.local()  # per call: how long the dispatcher leaves live pushes to the caller
 
     # -- signals and timers ---------------------------------------------------------------------------------------
-    def handle_signal(self, signal: Signal) -> list[AlertChange]:
-        """Apply a rule's signal: open, count, clear or cancel; a signal seen before (its source id) is a no-op."""
+    def handle_signal(self, signal: Signal, *, live_lease_s: float = 0.0) -> list[AlertChange]:
+        """Apply a rule's signal: open, count, clear or cancel; a signal seen before (its source id) is a no-op.
+
+        ``live_lease_s`` > 0: the caller publishes the returned changes on the live topic itself, at once, and
+        calls :meth:`record_live_push`; the dispatcher sends a change's live row only if that lease runs out.
+        """
+        self._call.live_lease_s = live_lease_s
+        try:
+            return self._handle_signal(signal)
+        finally:
+            self._call.live_lease_s = 0.0
+
+    def _handle_signal(self, signal: Signal) -> list[AlertChange]:
         now = self.clock.now()
         for attempt in (1, 2):
             try:
@@ -254,8 +269,16 @@ class AlertService:
                     raise
         raise AssertionError("unreachable")
 
-    def fire_due(self) -> list[AlertChange]:
-        """Fire every timer due now (cancel windows, promotions, escalations, repeats), each exactly once."""
+    def fire_due(self, *, live_lease_s: float = 0.0) -> list[AlertChange]:
+        """Fire every timer due now (cancel windows, promotions, escalations, repeats), each exactly once
+        (``live_lease_s``: as for :meth:`handle_signal`)."""
+        self._call.live_lease_s = live_lease_s
+        try:
+            return self._fire_due()
+        finally:
+            self._call.live_lease_s = 0.0
+
+    def _fire_due(self) -> list[AlertChange]:
         now = self.clock.now()
         changes: list[AlertChange] = []
         with self._directory() as directory, self.store.transaction() as tx:
@@ -282,6 +305,10 @@ class AlertService:
                     continue
                 changes.extend(fired)
         return changes
+
+    def record_live_push(self, notification_id: str, receipt: str) -> None:
+        """The caller published a change's live row itself (see ``live_lease_s``): record it as delivered."""
+        self.store.record_delivered(notification_id, receipt, self.clock.now())
 
     def next_due(self) -> float | None:
         """When the next timer is due (None: no timer)."""
@@ -413,8 +440,7 @@ class AlertService:
                 change = AlertChange(
                     self._view(after), effect.previous_state, record.action, effect.actor, effect.reason, now
                 )
-                self._publish(tx, after, change)
-                changes.append(change)
+                changes.append(self._publish(tx, after, change))
         if after.state.is_closed:
             tx.suppress_waiting_reminders(after.alert_id, now)
         if (
@@ -524,7 +550,7 @@ class AlertService:
             payload=payload,
         )
 
-    def _publish(self, tx: StoreTransaction, alert: AlertSnapshot, change: AlertChange) -> None:
+    def _publish(self, tx: StoreTransaction, alert: AlertSnapshot, change: AlertChange) -> AlertChange:
         console = console_recipient(alert.home_id)
         fields = change.fields()
         try:
@@ -550,7 +576,11 @@ class AlertService:
             escalation_level=alert.level,
             payload=payload,
         )
-        tx.add_notification(notification, alert.seq, next_attempt_at=change.ts)
+        # With a live lease (handle_signal / fire_due) the caller pushes the change itself right after the commit
+        # and records it; the dispatcher sends the row only if that has not happened within the lease.
+        lease = getattr(self._call, "live_lease_s", 0.0)
+        tx.add_notification(notification, alert.seq, next_attempt_at=change.ts + lease)
+        return replace(change, live_notification_id=notification.notification_id)
 
     def _alarm_context(
         self, tx: StoreTransaction, directory: RecipientDirectory, alert: AlertSnapshot, now: float
