@@ -161,9 +161,12 @@ class ActivityTracker:
         if not self.present or self.wearer_outside:
             self._restart(now)  # nobody at home to be inactive: the clock starts when they are back
             return out
-        if last is not None and now > last:
+        # quiet since the later of the last tick and the last movement (a movement between ticks restarts the
+        # stretch at its own time, not at the tick before it)
+        start = last if last is None or self._quiet_since is None else max(last, self._quiet_since)
+        if start is not None and now > start:
             limit = self.config.inactivity_night_s if night else self.config.inactivity_day_s
-            self._spent += (now - last) / limit
+            self._spent += (now - start) / limit
         if self._spent >= 1.0 and not self._raised:
             self._raised = True
             out.append(self._inactivity(now))

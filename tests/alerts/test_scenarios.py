@@ -970,12 +970,7 @@ def opened_within(site: Site, kind: str, lo: float, hi: float) -> list[Transitio
 #: Ground truth this test finds unmet for a reason outside the alerts service: (scenario, alert kind) -> why. The test
 #: checks everything else, then reports the case as an expected failure; once the cause is fixed it fails, asking
 #: for the entry to go.
-KNOWN_DEFECTS = {
-    ("inactivity-14h", "inactivity"): (
-        "edge/infrared.py counts the tick interval before the last movement into the quiet budget, so its 4 h "
-        "InactivityEvent says duration_s=14399.9, just under the rules' high_after_s=14400: medium, not high"
-    ),
-}
+KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("name", GROUND_TRUTH_SCENARIOS)

@@ -99,6 +99,20 @@ def test_inactivity_after_the_daytime_limit_once_then_rearmed_by_movement() -> N
     assert len(_run(tracker, t0 + 9 * 3600, t0 + 10 * 3600 + 5)) == 1
 
 
+def test_a_movement_between_ticks_starts_the_quiet_stretch_at_the_movement_not_at_the_tick_before() -> None:
+    tracker = ActivityTracker(HOME, "r1")
+    t0 = at(8, 0)
+    tracker.tick(t0, False)
+    tracker.movement(t0 + 0.9)  # between the ticks at t0 and t0 + 1
+    events = _run(tracker, t0 + 1, t0 + 4 * 3600 + 5)
+    assert len(events) == 1
+    event = events[0]
+    assert isinstance(event, m.InactivityEvent)
+    # raised at the first tick at least 4 h after the movement, saying so: a rule's ">= 4 h" holds
+    assert event.duration_s >= 4 * 3600
+    assert event.ts == pytest.approx(t0 + 0.9 + 4 * 3600, abs=1.0)
+
+
 def test_quiet_nights_are_allowed_longer_and_mixed_stretches_count_in_proportion() -> None:
     night = NightWindow(HOME.night_start, HOME.night_end, HOME.timezone)
     tracker = ActivityTracker(HOME, None)
