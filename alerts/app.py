@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import heapq
 import itertools
 import logging
@@ -60,6 +61,8 @@ log = logging.getLogger(__name__)
 COMPONENT = "alerts"
 URGENT, VITALS = "urgent", "vitals"
 LINKS = (URGENT, VITALS)
+GC_FULL_EVERY_S = 600.0  # a full garbage collection (~240 ms with 10,000 residents) at most this often
+DEFAULT_GC_THRESHOLD2 = gc.get_threshold()[2]
 LIVE_LEASE_S = 10.0  # how long the dispatcher leaves a change's live push to the early push
 YIELD_EVERY = 50  # vitals messages processed between chances for the urgent link to run (~1 ms)
 VITALS_PRIORITY = 2  # topics of this priority (alerts.intake.PRIORITY) go on the vitals link
@@ -256,6 +259,7 @@ class AlertsApp:
                     tasks.create_task(self._vitals_link(), name="alerts-link-vitals")
                 tasks.create_task(self._ticker(), name="alerts-ticker")
                 tasks.create_task(self._log_stats(), name="alerts-stats")
+                tasks.create_task(self._collect_garbage(), name="alerts-gc")
                 tasks.create_task(self.dispatcher.run(self.stop), name="alerts-dispatcher")
                 if self.load_registry is not None:
                     tasks.create_task(self._refresh_registry(), name="alerts-registry")
@@ -483,6 +487,28 @@ class AlertsApp:
             self.stats.accepted += 1
         ack(client, message)
         self.stats.acked += 1
+
+    async def _collect_garbage(self) -> None:
+        """Full garbage collections on a schedule instead of whenever the heap has grown by a quarter.
+
+        With 10,000 residents' rule and context state the heap holds ~600,000 objects and a full collection stops
+        the process for ~240 ms (measured); CPython runs one each time long-lived objects grow by 25 %, which is
+        several times while the state fills up, whenever alarms would be coming in. The young generations are
+        still collected as usual; the full one runs here every GC_FULL_EVERY_S.
+        """
+        gc.set_threshold(*gc.get_threshold()[:2], 1_000_000)
+        try:
+            while True:
+                await asyncio.sleep(GC_FULL_EVERY_S)
+                started = time.perf_counter()
+                found = gc.collect()
+                log.info(
+                    "full garbage collection: %d objects freed in %.0f ms",
+                    found,
+                    1000 * (time.perf_counter() - started),
+                )
+        finally:
+            gc.set_threshold(*gc.get_threshold()[:2], DEFAULT_GC_THRESHOLD2)
 
     async def _log_stats(self, every_s: float = 10.0) -> None:
         """A line of counters every `every_s` for operators (and the latency bench, which reads the log)."""
