@@ -4,6 +4,7 @@ careloop alerts run                       # the service: central broker in, alar
 careloop alerts rules check rules.toml    # every problem of a rule file, by key path
 careloop alerts list [--open]             # alerts, newest first
 careloop alerts ack AL --actor N0001      # acknowledge / handle / resolve, as the console does
+careloop alerts deliveries --failed       # every notification given up on, for staff to act on
 careloop alerts roster import shifts.csv  # on-duty shifts: staff_code,role,scope,start,end
 careloop report --since 2026-11-01 --until 2026-12-01 [--json]
 """
@@ -215,6 +216,28 @@ def handle_command(alert_id: str, actor: str, note: str | None, config_file: Pat
 def resolve_command(alert_id: str, actor: str, note: str | None, outcome: str, config_file: Path | None) -> None:
     """Close an alert with its outcome."""
     _act("resolve", alert_id, actor, note, outcome, config_file)
+
+
+@alerts.command("deliveries")
+@click.argument("alert_id", required=False)
+@click.option("--failed", is_flag=True, help="every notification given up on (to act on: call the person instead)")
+@config_option
+def deliveries_command(alert_id: str | None, failed: bool, config_file: Path | None) -> None:
+    """How each notification of an alert went, or (--failed) every failed one."""
+    if not failed and alert_id is None:
+        raise click.UsageError("give an ALERT_ID, or --failed")
+    service = _service(config_file)
+    rows = service.failed_deliveries(limit=1000) if failed else service.deliveries(alert_id)
+    for d in rows:
+        n = d.notification
+        when = dt.datetime.fromtimestamp(d.updated_ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        outcome = d.receipt if d.status.value == "delivered" else (d.last_error or "")
+        click.echo(
+            f"{when}Z  {d.status.value:<10} {n.channel.value:<8} {n.recipient.name} ({n.recipient.recipient_id})  "
+            f"alert {n.alert_id} {n.kind} {n.severity.value}  attempts {d.attempts}  {outcome}"
+        )
+    if failed and not rows:
+        click.echo("no failed deliveries")
 
 
 @alerts.group("roster")

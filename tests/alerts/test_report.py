@@ -3,18 +3,24 @@ false-alarm rate per rule, for the alerts raised in a period."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from alerts.app import build_runtime
-from alerts.cli import report
+from alerts.cli import alerts, report
 from alerts.models import Outcome, Severity, Signal, SignalAction
 from alerts.report import build_report, render_text
 from careloop.clock import ManualClock
+from careloop.registry.importer import import_csv
+from careloop.registry.models import FamilyMember, Resident
+from careloop.registry.store import open_registry
 from careloop.settings import load_settings
+from careloop.testing.registry_csv import generate_registry_csv
 
 T0 = 1_790_000_000.0
 
@@ -80,3 +86,33 @@ def test_report_counts_from_the_page_not_the_impact(tmp_path: Path, monkeypatch:
     assert printed["fall"]["time_to_acknowledge"]["median_s"] == 60.0
     assert printed["sos"]["time_to_resolve"]["median_s"] == 200.0
     assert printed["fall"]["false_alarm_rate"] == 1.0
+
+
+def test_failed_deliveries_are_listed_for_staff(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path}/a.db"
+    data = generate_registry_csv(n_residents=1, seed=5)
+    with open_registry(url) as registry:
+        files = [("r.csv", data.residents), ("d.csv", data.devices), ("h.csv", data.health)]
+        assert import_csv(registry.engine, [(n, t.encode()) for n, t in files]).ok
+        with registry.transaction() as session:
+            resident = session.query(Resident).one()
+            session.add(FamilyMember(resident=resident, name="Li Na", relation="daughter", email="li@family.example"))
+    # no e-mail server configured: the daughter's e-mail cannot go out, and staff must be able to see that
+    now = time.time()  # the live channel checks a change's time against the wall clock
+    runtime = build_runtime(load_settings(database={"url": url}), clock=ManualClock(now))
+    try:
+        sos = runtime.service.handle_signal(Signal(
+            resident_id="R00001", home_id="H00001", kind="sos", action=SignalAction.RAISE, severity=Severity.HIGH,
+            ts=now, rule_id="events.sos", source_id="sos-1"))[0]  # fmt: skip
+        asyncio.run(runtime.app.dispatcher.run_once())  # type: ignore[attr-defined]  # tries every due delivery
+        listed = runtime.service.failed_deliveries()
+    finally:
+        runtime.close()
+    assert [d.notification.recipient.name for d in listed] == ["Li Na"]
+    monkeypatch.setenv("CARELOOP_DATABASE__URL", url)
+    out = CliRunner().invoke(alerts, ["deliveries", "--failed"])
+    assert out.exit_code == 0, out.output
+    [line] = [line for line in out.output.splitlines() if line.strip()]
+    assert "failed" in line
+    assert "Li Na" in line
+    assert sos.alert.alert_id in line
