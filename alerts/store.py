@@ -35,10 +35,6 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -86,6 +82,7 @@ from alerts.models import (
     Signal,
 )
 from alerts.roster import Preferences, Shift
+from careloop.migrations import MigrationSet
 from careloop.registry.models import NAMING_CONVENTION
 
 MIGRATIONS = "alerts:migrations"
@@ -387,34 +384,11 @@ def _sqlite_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
-    """The Alembic configuration of the alerts migrations (optionally bound to an open connection)."""
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
-    config.set_main_option("version_table", VERSION_TABLE)
-    if connection is not None:
-        config.attributes["connection"] = connection
-    return config
-
-
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the alerts schema to ``revision`` in one transaction (a no-op when it is already there)."""
-    with engine.begin() as connection:
-        command.upgrade(alembic_config(connection), revision)
-
-
-def head_revision() -> str:
-    """The newest alerts migration shipped with this version of careloop."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None, "the alerts store has no migrations"
-    return head
-
-
-def current_revision(engine: Engine) -> str | None:
-    """The alerts migration the database is at (None: never created)."""
-    with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
+MIGRATION_SET = MigrationSet(MIGRATIONS, VERSION_TABLE, "alerts store")
+alembic_config = MIGRATION_SET.config
+migrate = MIGRATION_SET.migrate
+head_revision = MIGRATION_SET.head_revision
+current_revision = MIGRATION_SET.current_revision
 
 
 def open_alert_store(url: str, *, upgrade: bool = True, **engine_kwargs: Any) -> AlertStore:

@@ -12,13 +12,10 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.orm import Session, joinedload, selectinload, sessionmaker
 
+from careloop.migrations import MigrationSet
 from careloop.registry.models import Device, HealthProfile, Home, OrgUnit, Resident
 
 MIGRATIONS = "careloop.registry:migrations"
@@ -48,34 +45,11 @@ def _sqlite_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN")
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
-    """The Alembic configuration of the registry migrations (optionally bound to an open connection)."""
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
-    config.set_main_option("version_table", VERSION_TABLE)
-    if connection is not None:
-        config.attributes["connection"] = connection
-    return config
-
-
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the registry schema to `revision` in one transaction (a no-op when it is already there)."""
-    with engine.begin() as connection:
-        command.upgrade(alembic_config(connection), revision)
-
-
-def head_revision() -> str:
-    """The newest migration shipped with this version of careloop."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None, "the registry has no migrations"
-    return head
-
-
-def current_revision(engine: Engine) -> str | None:
-    """The migration the database is at (None: the registry schema was never created)."""
-    with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
+MIGRATION_SET = MigrationSet(MIGRATIONS, VERSION_TABLE, "registry")
+alembic_config = MIGRATION_SET.config
+migrate = MIGRATION_SET.migrate
+head_revision = MIGRATION_SET.head_revision
+current_revision = MIGRATION_SET.current_revision
 
 
 class Registry:
