@@ -43,6 +43,7 @@ import numpy as np
 from careloop.clock import Clock, SystemClock
 from careloop.codec import encode
 from careloop.messages import Availability
+from careloop.mqtt5 import encode_string
 from careloop.topics import DEFAULT_ROOT, TopicKind, TopicTree, check_id
 from simulators.fleet_mqtt import (
     ConnectionClosed,
@@ -51,7 +52,6 @@ from simulators.fleet_mqtt import (
     PublisherConnection,
     connect_packet,
     describe_error,
-    encode_string,
 )
 
 #: For simulations against a test broker only; give a real one with --secret.

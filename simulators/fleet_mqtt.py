@@ -20,9 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+# The wire encoding is the kernel's (careloop.mqtt5, the receiving client); this module adds the publishing side.
+from careloop.mqtt5 import (
+    MqttProtocolError,
+    encode_binary,
+    encode_remaining_length,
+    encode_string,
+)
+from careloop.mqtt5 import decode_varint as decode_remaining_length
+
 PROTOCOL_LEVEL = 5
 MAX_PACKET_ID = 65_535
-MAX_REMAINING_LENGTH = 268_435_455
 
 # First byte of each packet type (the flags of PUBLISH are or-ed in).
 CONNECT = 0x10
@@ -114,10 +122,6 @@ def reason_name(code: int) -> str:
     return REASON_NAMES.get(code, f"reason_0x{code:02x}")
 
 
-class MqttProtocolError(Exception):
-    """The broker sent something this publisher cannot parse or did not expect."""
-
-
 class ConnectionClosed(ConnectionError):
     """The connection ended before the broker answered CONNECT; `reason` says how."""
 
@@ -142,46 +146,6 @@ class ConnectRefused(Exception):
 
 
 # -- encoding -------------------------------------------------------------------------------------------------------
-def encode_remaining_length(n: int) -> bytes:
-    """The variable byte integer MQTT uses for lengths: 7 bits a byte, least significant first."""
-    if not 0 <= n <= MAX_REMAINING_LENGTH:
-        raise ValueError(f"remaining length {n} is outside 0..{MAX_REMAINING_LENGTH}")
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def decode_remaining_length(data: bytes | bytearray | memoryview, pos: int) -> tuple[int, int] | None:
-    """(value, position after it) of the variable byte integer at `pos`, or None when `data` ends inside it."""
-    value = 0
-    for k in range(4):
-        if pos + k >= len(data):
-            return None
-        byte = data[pos + k]
-        value |= (byte & 0x7F) << (7 * k)
-        if not byte & 0x80:
-            return value, pos + k + 1
-    raise MqttProtocolError("a variable byte integer longer than 4 bytes")
-
-
-def encode_string(text: str) -> bytes:
-    """A UTF-8 string with its two-byte length, as topics, client ids and user names are sent."""
-    return encode_binary(text.encode())
-
-
-def encode_binary(data: bytes) -> bytes:
-    """Binary data with its two-byte length (passwords, will payloads)."""
-    if len(data) > 65_535:
-        raise ValueError(f"{len(data)} bytes do not fit a two-byte length")
-    return len(data).to_bytes(2, "big") + data
-
-
 def connect_packet(
     *,
     client_id: str,

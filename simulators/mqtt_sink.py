@@ -16,10 +16,11 @@ from urllib.parse import urlsplit
 from careloop.codec import encode
 from careloop.contract import SPECS
 from careloop.messages import Availability
+from careloop.mqtt5 import encode_string
 from careloop.topics import TopicKind, TopicTree
 from simulators.emission import Control, Emission
 from simulators.fleet import device_password
-from simulators.fleet_mqtt import ConnectionState, PublishCounters, PublisherConnection, connect_packet, encode_string
+from simulators.fleet_mqtt import ConnectionState, PublishCounters, PublisherConnection, connect_packet
 
 #: Messages a device may have unacknowledged before `send` waits.
 WINDOW = 20

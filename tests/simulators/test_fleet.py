@@ -26,6 +26,7 @@ from careloop.clock import ManualClock
 from careloop.codec import encode
 from careloop.contract import SPECS, decode_message
 from careloop.messages import Availability, VitalsReading
+from careloop.mqtt5 import encode_string
 from careloop.testing.mosquitto import Mosquitto
 from careloop.testing.service_fixtures import _launch
 from careloop.topics import TopicKind, TopicTree
@@ -44,7 +45,7 @@ from simulators.fleet import (
     write_fleet_credentials,
 )
 from simulators.fleet_cli import fleet, fleet_credentials
-from simulators.fleet_mqtt import PublishCounters, PublisherConnection, connect_packet, encode_string
+from simulators.fleet_mqtt import PublishCounters, PublisherConnection, connect_packet
 
 WAIT_S = 10.0  # for a network event that should take milliseconds
 SECRET = "test-fleet-secret"

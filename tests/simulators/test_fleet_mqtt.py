@@ -13,18 +13,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from careloop.mqtt5 import MqttProtocolError, encode_remaining_length, encode_string
+from careloop.mqtt5 import decode_varint as decode_remaining_length
 from careloop.testing.mosquitto import Mosquitto
 from careloop.testing.service_fixtures import _launch
 from simulators.fleet_mqtt import (
     ConnectionClosed,
     ConnectRefused,
-    MqttProtocolError,
     PublishCounters,
     PublisherConnection,
     connect_packet,
-    decode_remaining_length,
-    encode_remaining_length,
-    encode_string,
     parse_connack,
     publish_packet,
 )
