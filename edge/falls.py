@@ -30,8 +30,10 @@ Latency: a fall is reported with the chunk that completes its post-impact window
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -117,6 +119,7 @@ _LOG = frozenset(
     }
 )
 _COUNTS = frozenset({"pre_peaks", "post_peaks"})
+_JERK_ROWS = np.array([0, 1])  # steps of |a| (row 0) and of the vector's axes (rows 1-3, summed)
 _ACT_FROM_S, _ACT_BIN_S = -2.5, 0.25  # the activity profile: quarter seconds from 2.5 s before the impact
 _TILT_FROM_S, _TILT_BIN_S = -3.0, 0.5  # the tilt profile: half seconds from 3 s before the impact
 
@@ -187,117 +190,149 @@ class FeatureExtractor:
         edges = sorted({*named, *act, *tilt, end, end - self._second})
         if edges[0] < 0 or edges[-1] > end:
             raise ValueError("the feature windows do not fit the context and post windows")
-        self._edges = np.array(edges)
+        self._first = edges[0]
+        self._segments = np.array(edges[:-1]) - edges[0]  # where compute()'s rows start each summed segment
         column = {edge: i for i, edge in enumerate(edges)}
-        (
-            self._c_m30,
-            self._c_m25,
-            self._c_m15,
-            self._c_m12,
-            self._c_m10,
-            self._c_m07,
-            self._c_m05,
-            self._c_m01,
-            self._c_0,
-            self._c_p05,
-            self._c_p07,
-            self._c_p15,
-        ) = (column[edge] for edge in named)
+        self._named_columns = operator.itemgetter(*(column[edge] for edge in named))
         self._c_end = column[end]
         self._c_last = column[end - self._second]
-        self._n_post = end - at(0.5)
-        self._act_columns = np.array([column[edge] for edge in act])
-        self._act_lengths = np.diff(act).astype(np.float64)
-        self._tilt_columns = np.array([column[edge] for edge in tilt])
-        self._log_mask = np.array([name in _LOG for name in CORE_FEATURES])
-        self._count_mask = np.array([name in _COUNTS for name in CORE_FEATURES])
+        self._n_pre, self._n_late, self._n_post = at(-1.0) - at(-3.0), end - self.late_start, end - at(0.5)
+        self._n_fall, self._n_velocity = at(0.0) - at(-1.5), at(0.0) - at(-1.0)
+        self._n_impact, self._n_calm = at(0.7) - at(-0.5), at(-0.7) - at(-3.0)
+        # the maxima of |a| that compute() takes from one np.maximum.reduceat (see there)
+        self._max_starts = np.array([*self.pre_far, self._post_near[0], self._late_max[0]])
+        if not self.pre_far[1] < self._post_near[0] < self._late_max[0] < end:
+            raise ValueError("the windows of the |a| maxima must follow one another")
+        # the profiles from one matrix product with the summed rows at the boundaries: column j of `_profile`
+        # takes the difference of two boundaries, per sample for the activity bins, summed for the tilt bins
+        n_act, n_tilt = len(act) - 1, len(tilt) - 1
+        self._profile = np.zeros((len(edges), n_act + n_tilt))
+        for j, (first, after) in enumerate(itertools.pairwise(act)):
+            self._profile[[column[after], column[first]], j] = (1.0 / (after - first), -1.0 / (after - first))
+        for j, (first, after) in enumerate(itertools.pairwise(tilt)):
+            self._profile[[column[after], column[first]], n_act + j] = (1.0, -1.0)
+        self._profile = self._profile[1:]  # compute() keeps no column for the first boundary, where the sums are 0
+        n_core = len(CORE_FEATURES)
+        self._n_act = n_act
+        self._act_slice = slice(n_core, n_core + n_act)
+        self._tilt_slice = slice(n_core + n_act, n_core + n_act + n_tilt)
+        if self._tilt_slice.stop != len(self.names):
+            raise ValueError("the activity and tilt profiles do not fill the feature vector")
+        # the core features that enter the model as log(max(f, 1e-3)), and as log(1 + f)
+        self._log_index = [i for i, name in enumerate(CORE_FEATURES) if name in _LOG]
+        self._count_index = [i for i, name in enumerate(CORE_FEATURES) if name in _COUNTS]
+        self._zeros = [0.0] * 10  # the summed rows at the first boundary
 
     def at(self, seconds: float) -> int:
         """Window index of a time relative to the impact."""
         return self.context + round(seconds * self.rate_hz)
 
     def compute(self, x: Array, mag: Array) -> tuple[dict[str, float], Array]:
-        """The named core features (raw values) and the model's input vector (logs of scale features, profiles)."""
-        r, k = self.rate_hz, self.context
-        # rows: |a|, |a|^2, |a|-1, (|a|-1)^2, ||a|-1|, (1-|a|)+, |a|<0.6, x, y, z, x^2, y^2, z^2
-        rows = np.empty((13, self.size))  # per call: an extractor is shared by every detector of its settings
-        rows[0] = mag
-        np.multiply(mag, mag, out=rows[1])
-        np.subtract(mag, 1.0, out=rows[2])
-        np.multiply(rows[2], rows[2], out=rows[3])
-        np.abs(rows[2], out=rows[4])
-        np.maximum(-rows[2], 0.0, out=rows[5])
-        np.less(mag, 0.6, out=rows[6])
-        rows[7:10] = x.T
-        np.multiply(rows[7:10], rows[7:10], out=rows[10:13])
-        sums = np.zeros((13, len(self._edges)))  # column j: the rows summed from the first boundary to boundary j
-        np.cumsum(np.add.reduceat(rows, self._edges[:-1], axis=1), axis=1, out=sums[:, 1:])
-        cols = sums.T.tolist()
+        """The named core features (raw values) and the model's input vector (logs of scale features, profiles).
 
-        def total(row: int, a: int, b: int) -> float:
-            return float(cols[b][row] - cols[a][row])
+        Every numpy call costs about a microsecond whatever its size here, so the work is laid out for few calls:
+        the rows are ordered so that one call squares four of them and one matrix product gives both profiles.
+        """
+        r = self.rate_hz
+        # rows: ||a|-1|, |a|, x, y, z, |a|^2, x^2, y^2, z^2, |a|<0.6; the sums of |a|-1, (|a|-1)^2 and (1-|a|)+ over
+        # a window of n samples follow from them: S|a| - n, S|a|^2 - 2 S|a| + n and (S||a|-1| - S|a| + n) / 2
+        # from the first boundary on (3 s before the impact): what the sums need
+        o = self._first
+        rows = np.empty((10, self.size - o))  # per call: an extractor is shared by every detector of its settings
+        rows[1] = mag[o:]
+        rows[2:5] = x[o:].T
+        np.multiply(rows[1:5], rows[1:5], out=rows[5:9])
+        np.subtract(rows[1], 1.0, out=rows[0])
+        np.abs(rows[0], out=rows[0])
+        np.less(rows[1], 0.6, out=rows[9])
+        # the rows summed from the first boundary to each boundary, as Python floats: a window's sum is the
+        # difference of two of them
+        sums = np.cumsum(np.add.reduceat(rows, self._segments, axis=1), axis=1)
+        cols = [self._zeros, *sums.T.tolist()]
+        m30, m25, m15, m12, m10, m07, m05, m01, at0, p05, p07, p15 = self._named_columns(cols)
+        end, last = cols[self._c_end], cols[self._c_last]
+        n_pre, n_late, n_post = self._n_pre, self._n_late, self._n_post
+        n_fall, n_velocity, n_impact, n_calm = self._n_fall, self._n_velocity, self._n_impact, self._n_calm
 
-        def vec(a: int, b: int) -> tuple[float, float, float]:
-            ca, cb = cols[a], cols[b]
-            return (cb[7] - ca[7], cb[8] - ca[8], cb[9] - ca[9])
-
-        def std(a: int, b: int, n: int) -> float:
-            mean = (cols[b][0] - cols[a][0]) / n
-            return math.sqrt(max((cols[b][1] - cols[a][1]) / n - mean * mean, 0.0))
-
-        def axis_std(a: int, b: int, n: int) -> float:
-            ca, cb = cols[a], cols[b]
-            means = ((cb[7] - ca[7]) / n, (cb[8] - ca[8]) / n, (cb[9] - ca[9]) / n)
-            var = sum((cb[10 + i] - ca[10 + i]) / n - means[i] * means[i] for i in range(3))
-            return math.sqrt(max(var, 0.0))
-
-        c_m30, c_m10, c_p05, c_p15, c_end = self._c_m30, self._c_m10, self._c_p05, self._c_p15, self._c_end
-        n_pre, n_late = 2 * self._second, self.size - self.late_start
-        peak = float(mag[k])
-        high = max(1.5, 0.5 * peak)
-        a, b = self._around
-        jumps = np.diff(mag[a:b])
-        steps = np.diff(x[a:b], axis=0)
-        pre_far = mag[self.pre_far[0] : self.pre_far[1]]
-        post_near = mag[self._post_near[0] : self._post_near[1]]
-        after = vec(c_p15, c_end)
-        core = {
-            "peak_g": peak,
-            "pre_min_g": float(mag[self._pre1[0] : self._pre1[1]].min()),
-            "free_fall_area_gs": total(5, self._c_m15, self._c_0) / r,
-            "pre_velocity_gs": total(2, c_m10, self._c_0) / r,
-            "free_fall_s": total(6, self._c_m15, self._c_0) / r,
-            "impact_jerk_g": float(max(jumps.max(), -jumps.min())),
-            "impact_vector_jerk_g": math.sqrt(float(np.einsum("ij,ij->i", steps, steps).max())),
-            "impact_energy_g2s": total(3, self._c_m05, self._c_p07) / r,
-            "impact_width_s": float(np.count_nonzero(mag[self._width[0] : self._width[1]] > 0.5 + 0.5 * peak)) / r,
-            "peak_over_pre": peak / max(float(pre_far.max()), 1e-3),
-            "peak_over_post": peak / max(float(post_near.max()), 1e-3),
-            "pre_std_g": std(c_m30, c_m10, n_pre),
-            "pre_energy_g2s": total(3, c_m30, self._c_m07) / r,
-            "pre_peaks": float(np.count_nonzero(pre_far > high)),
-            "post_peaks": float(np.count_nonzero(post_near > high)),
-            "post_std_g": std(c_p05, c_end, self._n_post),
-            "post_dev_g": total(4, c_p05, c_end) / self._n_post,
-            "late_std_g": std(c_p15, c_end, n_late),
-            "late_axis_std_g": axis_std(c_p15, c_end, n_late),
-            "last_dev_g": total(4, self._c_last, c_end) / self._second,
-            "late_max_g": float(mag[self._late_max[0] : self._late_max[1]].max()),
-            "orientation_change_deg": _angle_deg(vec(self._c_m25, self._c_m12), after),
-            "orientation_change_near_deg": _angle_deg(vec(self._c_m15, self._c_m05), vec(c_p05, c_end)),
-            "descent_rotation_deg": _angle_deg(vec(c_m10, self._c_m05), vec(self._c_m05, self._c_m01)),
-            "pre_axis_std_g": axis_std(c_m30, c_m10, n_pre),
-            "post_mean_g": total(0, c_p05, c_end) / self._n_post,
-        }
-        raw = np.array(list(core.values()))
-        head = np.where(self._log_mask, np.log(np.maximum(raw, 1e-3)), raw)
-        head[self._count_mask] = np.log1p(raw[self._count_mask])
-        act = np.log(np.diff(sums[4, self._act_columns]) / self._act_lengths + 0.01)
-        bins = np.diff(sums[7:10, self._tilt_columns], axis=1)  # (3, bins): summed vector per bin
+        peak = float(mag[self.context])
+        a, b = self._around[0] - o, self._around[1] - o
+        steps = rows[1:5, a + 1 : b] - rows[1:5, a : b - 1]  # sample to sample: |a| (row 0) and the vector
+        steps *= steps
+        # the largest squared step of |a| and of the vector (rows 1-3 summed)
+        jerk2, vector_jerk2 = np.maximum.reduce(np.add.reduceat(steps, _JERK_ROWS, axis=0), axis=1).tolist()
+        # largest |a| from 3 s to 0.3 s before (index 0), from 0.3 s to 1 s after (2), from 1 s after to the end (3)
+        pre_max, _, near_max, late_max = np.maximum.reduceat(mag, self._max_starts).tolist()
+        above = mag > max(1.5, 0.5 * peak)
+        (pf0, pf1), (pn0, pn1), (w0, w1), (p10, p11) = self.pre_far, self._post_near, self._width, self._pre1
+        after = (end[2] - p15[2], end[3] - p15[3], end[4] - p15[4])
+        values = [
+            peak,  # peak_g
+            float(np.minimum.reduce(mag[p10:p11])),  # pre_min_g
+            ((at0[0] - m15[0]) - (at0[1] - m15[1]) + n_fall) / (2 * r),  # free_fall_area_gs
+            ((at0[1] - m10[1]) - n_velocity) / r,  # pre_velocity_gs
+            (at0[9] - m15[9]) / r,  # free_fall_s
+            math.sqrt(jerk2),  # impact_jerk_g
+            math.sqrt(vector_jerk2),  # impact_vector_jerk_g
+            ((p07[5] - m05[5]) - 2 * (p07[1] - m05[1]) + n_impact) / r,  # impact_energy_g2s
+            float(np.count_nonzero(mag[w0:w1] > 0.5 + 0.5 * peak)) / r,  # impact_width_s
+            peak / max(pre_max, 1e-3),  # peak_over_pre
+            peak / max(near_max, late_max, 1e-3),  # peak_over_post
+            _std(m30, m10, n_pre),  # pre_std_g
+            ((m07[5] - m30[5]) - 2 * (m07[1] - m30[1]) + n_calm) / r,  # pre_energy_g2s
+            float(np.count_nonzero(above[pf0:pf1])),  # pre_peaks
+            float(np.count_nonzero(above[pn0:pn1])),  # post_peaks
+            _std(p05, end, n_post),  # post_std_g
+            (end[0] - p05[0]) / n_post,  # post_dev_g
+            _std(p15, end, n_late),  # late_std_g
+            _axis_std(p15, end, n_late),  # late_axis_std_g
+            (end[0] - last[0]) / self._second,  # last_dev_g
+            late_max,  # late_max_g
+            _angle_deg(_vec(m25, m12), after),  # orientation_change_deg
+            _angle_deg(_vec(m15, m05), _vec(p05, end)),  # orientation_change_near_deg
+            _angle_deg(_vec(m10, m05), _vec(m05, m01)),  # descent_rotation_deg
+            _axis_std(m30, m10, n_pre),  # pre_axis_std_g
+            (end[1] - p05[1]) / n_post,  # post_mean_g
+        ]
+        vector = np.empty(len(self.names))
+        head = values.copy()
+        for i in self._log_index:
+            head[i] = math.log(max(head[i], 1e-3))
+        for i in self._count_index:
+            head[i] = math.log1p(head[i])
+        vector[: len(head)] = head
+        profiles = sums[0:5] @ self._profile  # row 0: the activity bins' mean ||a|-1|; rows 2-4: tilt bins' sums
+        act = vector[self._act_slice]
+        np.add(profiles[0, : self._n_act], 0.01, out=act)
+        np.log(act, out=act)
+        bins = profiles[2:5, self._n_act :]  # (3, bins): the summed acceleration vector per bin
         reference = np.array(after)
-        norms = np.sqrt((bins * bins).sum(axis=0) * float(reference @ reference))
-        tilt = np.clip((reference @ bins) / np.maximum(norms, 1e-12), -1.0, 1.0)
-        return core, np.concatenate([head, act, tilt])
+        norms = np.vecdot(bins.T, bins.T)
+        norms *= after[0] * after[0] + after[1] * after[1] + after[2] * after[2]
+        np.sqrt(norms, out=norms)
+        np.maximum(norms, 1e-12, out=norms)
+        tilt = vector[self._tilt_slice]
+        np.divide(reference @ bins, norms, out=tilt)
+        np.minimum(tilt, 1.0, out=tilt)
+        np.maximum(tilt, -1.0, out=tilt)
+        return dict(zip(CORE_FEATURES, values, strict=True)), vector
+
+
+def _vec(ca: list[float], cb: list[float]) -> tuple[float, float, float]:
+    """The summed acceleration vector between two boundaries (rows 2-4 of `FeatureExtractor.compute`'s `cols`)."""
+    return (cb[2] - ca[2], cb[3] - ca[3], cb[4] - ca[4])
+
+
+def _std(ca: list[float], cb: list[float], n: int) -> float:
+    """The std of |a| (rows 1 and 5) over the n samples between two boundaries."""
+    mean = (cb[1] - ca[1]) / n
+    return math.sqrt(max((cb[5] - ca[5]) / n - mean * mean, 0.0))
+
+
+def _axis_std(ca: list[float], cb: list[float], n: int) -> float:
+    """The norm of the per-axis std (rows 2-4 and 6-8) over the n samples between two boundaries."""
+    mx, my, mz = (cb[2] - ca[2]) / n, (cb[3] - ca[3]) / n, (cb[4] - ca[4]) / n
+    var = ((cb[6] - ca[6]) / n - mx * mx) + ((cb[7] - ca[7]) / n - my * my) + ((cb[8] - ca[8]) / n - mz * mz)
+    return math.sqrt(max(var, 0.0))
 
 
 @cache
@@ -588,7 +623,8 @@ class FallDetector:
         self._observer = observer
         s = self.model.settings
         self._features = feature_extractor(s, rate_hz)
-        self._per_piece = max(1, round(rate_hz))  # work in pieces of at most one second
+        # work in pieces of at most one second, and no longer than the peak window (see `_track`)
+        self._per_piece = max(1, min(round(rate_hz), round(s.peak_window_s * rate_hz)))
         self._trigger = s.trigger_g
         self._window = round(s.peak_window_s * rate_hz)
         self._context = self._features.context
@@ -599,20 +635,23 @@ class FallDetector:
         self._max_late_var = self.model.max_late_std_g**2 if math.isfinite(self.model.max_late_std_g) else math.inf
         self._pre_far = self._features.pre_far
         self._keep = max(self._clip_before, self._context) + self._post + self._per_piece
-        capacity = self._keep + 5 * self._per_piece  # the oldest samples are dropped every 5 s
-        self._x = np.zeros((capacity, 3))
-        self._m = np.zeros(capacity)
+        self._capacity = self._keep + 5 * self._per_piece  # the oldest samples are dropped every 5 s
+        self._x = np.zeros((self._capacity, 3))
+        # |a|^2 per sample: the trigger and the peak comparisons need no square root; a candidate's window gets one
+        self._m2 = np.zeros(self._capacity)
+        self._trigger2 = self._trigger * self._trigger
         self._restart()
         self._quiet_until = -math.inf  # refractory: no detection with an impact at or before this time
 
     def _restart(self) -> None:
         self._len = 0  # samples in the buffer
-        self._base = 0  # stream index of buffer[0]
+        self._base = 0  # stream index of buffer[0]: negative while the buffer still holds the padding before the
+        # stream's first sample (`context_s` of copies of it, the past a candidate's window needs at the start)
         self._count = 0  # samples of this stream so far
         self._t_start = 0.0  # time of the stream's first sample
         self._t_next: float | None = None  # where the next chunk should start
         self._best = -1  # the peak being tracked (stream index; -1: none) ...
-        self._best_g = 0.0  # ... and its |a|
+        self._best_g2 = 0.0  # ... and its |a|^2
         self._pending: list[int] = []  # candidates (stream indices) waiting for their post window
 
     def _time(self, index: int) -> float:
@@ -642,45 +681,63 @@ class FallDetector:
         return out
 
     def _push(self, x: Array) -> list[FallDetection]:
+        # the path every second of every device takes: a few numpy calls on preallocated buffers
         n = len(x)
-        if self._len + n > len(self._m):
+        if not self._len:  # a new stream: pad the past with its first sample
+            pad = self._context
+            self._x[:pad] = x[0]
+            self._m2[:pad] = np.vecdot(x[:1], x[:1])[0]  # as the sample's own (same kernel, same rounding)
+            self._len, self._base = pad, -pad
+        if self._len + n > self._capacity:
             drop = self._len - self._keep
             self._x[: self._keep] = self._x[drop : self._len]
-            self._m[: self._keep] = self._m[drop : self._len]
+            self._m2[: self._keep] = self._m2[drop : self._len]
             self._base += drop
             self._len = self._keep
         i = self._len
-        mag = np.sqrt(np.einsum("ij,ij->i", x, x))
-        self._x[i : i + n] = x
-        self._m[i : i + n] = mag
-        self._len += n
+        self._len = j = i + n
         self._count += n
-        if mag.max() >= self._trigger:
-            self._track(mag, self._count - n)
+        self._x[i:j] = x
+        m2 = np.vecdot(x, x, out=self._m2[i:j])
+        if np.maximum.reduce(m2) >= self._trigger2:
+            self._track(m2, self._count - n)
         if self._best >= 0 and self._best + self._window < self._count:
             self._settle()
         if self._pending and self._pending[0] + self._post <= self._count:
             return self._decide()
         return []
 
-    def _track(self, mag: Array, first: int) -> None:
+    def _track(self, m2: Array, first: int) -> None:
         """Follow the largest recent sample above the trigger: a later one within the window replaces it only if
-        larger, so the one left when the window has passed is at least as large as everything after it."""
-        hot = np.flatnonzero(mag >= self._trigger)
-        w = self._window
-        for offset, value in zip(hot.tolist(), mag[hot].tolist(), strict=True):
-            index = first + offset
-            if self._best >= 0 and index - self._best > w:
-                self._settle()
-            if self._best < 0 or value > self._best_g:
-                self._best, self._best_g = index, value
+        larger, so the one left when the window has passed is at least as large as everything after it.
+
+        A piece is no longer than the window, so once the tracked peak is in this piece, every later sample of it
+        is within its window: the peak is then the first of the piece's largest samples from there on.
+        """
+        hot = np.flatnonzero(m2 >= self._trigger2)
+        offsets, values = hot.tolist(), m2[hot].tolist()
+        start = 0
+        if self._best >= 0:  # a peak from an earlier piece: the first sample that expires it or beats it
+            expires = self._best + self._window - first  # offsets beyond this are outside its window
+            best_g2 = self._best_g2
+            for start, (offset, value) in enumerate(zip(offsets, values, strict=True)):  # noqa: B007
+                if offset > expires:
+                    self._settle()
+                    break
+                if value > best_g2:
+                    break
+            else:
+                return
+        top = max(values[start:])
+        at = values.index(top, start)
+        self._best, self._best_g2 = first + offsets[at], top
 
     def _settle(self) -> None:
         """The tracked peak's window is complete: a candidate if also larger than everything before it."""
         k, self._best = self._best, -1
         p = k - self._base
-        before = self._m[max(p - self._window, 0) : p]
-        if (len(before) == 0 or before.max() < self._best_g) and self._time(k) > self._quiet_until:
+        before = self._m2[max(p - self._window, -self._base, 0) : p]  # not the padding
+        if (len(before) == 0 or np.maximum.reduce(before) < self._best_g2) and self._time(k) > self._quiet_until:
             self._pending.append(k)
 
     def _decide(self) -> list[FallDetection]:
@@ -691,18 +748,14 @@ class FallDetector:
             if impact_ts <= self._quiet_until:
                 continue
             p = k - self._base
-            lo = p - self._context
+            lo = p - self._context  # never before the buffer: a new stream is padded with `context` samples
             hi = p + self._post
-            if lo >= 0:
-                x, mag = self._x[lo:hi], self._m[lo:hi]
-            else:  # the stream started less than `context_s` ago: the missing past repeats the first sample
-                x = np.concatenate([np.repeat(self._x[:1], -lo, axis=0), self._x[:hi]])
-                mag = np.concatenate([np.repeat(self._m[:1], -lo), self._m[:hi]])
+            x, mag = self._x[lo:hi], np.sqrt(self._m2[lo:hi])
             late = mag[self._late :]
-            mean = float(late.sum()) / self._n_late
+            mean = float(np.add.reduce(late)) / self._n_late
             if float(late @ late) / self._n_late - mean * mean > self._max_late_var:
                 continue
-            before = float(mag[self._pre_far[0] : self._pre_far[1]].max())
+            before = float(np.maximum.reduce(mag[self._pre_far[0] : self._pre_far[1]]))
             if float(mag[self._context]) < self.model.min_peak_over_pre * before:
                 continue
             core, vector = self._features.compute(x, mag)
@@ -717,7 +770,7 @@ class FallDetector:
         return out
 
     def _detection(self, k: int, core: dict[str, float], score: float, decided_ts: float) -> FallDetection:
-        first = max(k - self._clip_before, self._base)
+        first = max(k - self._clip_before, self._base, 0)
         clip = self._x[first - self._base : self._len].copy()
         margin = score - self.model.threshold
         features = {**core, "score": score, "threshold": self.model.threshold}
