@@ -556,6 +556,20 @@ def ingest_case(
         "spooled": sum(r.get("spooled", 0) for r in reports),
         "cpu_s": cpu.used,
         "others_cpu_s": cpu.others_s(),
+        **cpu_bounds(cpu.used, workload.points),
+    }
+
+
+def cpu_bounds(used: dict[str, float], points: int) -> dict[str, int]:
+    """The points/s at which the CPU each process spent per point would fill every core of the machine, with
+    ingest as measured and with an ingest that cost nothing: what no ingest can beat on this machine."""
+    cores = os.cpu_count() or 1
+    spent = {name: value for name, value in used.items() if value == value}  # NaN: a process that vanished
+    everything = sum(spent.values())
+    without_ingest = sum(value for name, value in spent.items() if not name.startswith("ingest"))
+    return {
+        "cpu_bound_points_s": round(cores * points / everything) if everything else 0,
+        "cpu_bound_without_ingest_points_s": round(cores * points / without_ingest) if without_ingest else 0,
     }
 
 
@@ -752,6 +766,12 @@ def print_table(r: dict[str, Any]) -> None:
                 f"({c['points']:,} points in {c['seconds']} s)"
             )
             print(f"    CPU: {_cpu(c)}")
+            if c.get("cpu_bound_points_s"):
+                print(
+                    f"    at these costs per point {r['machine']['cpus']} cores carry at most "
+                    f"{c['cpu_bound_points_s']:,} points/s, and {c['cpu_bound_without_ingest_points_s']:,} "
+                    "with an ingest that cost nothing"
+                )
     if r["ratios"]:
         print("ratios: " + ", ".join(f"{k} {v}" for k, v in r["ratios"].items()))
     print("targets: " + "; ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets(r).items()))
