@@ -85,11 +85,11 @@ from careloop.settings import CareloopSettings, load_settings
 from careloop.testing.mosquitto import Mosquitto
 from careloop.topics import Topic, TopicKind, TopicTree
 from edge import falls
-from edge.models import DeviceConfig, GeoZone, HomeConfig
+from edge.models import HomeConfig
 from edge.monitor import HomeMonitor
 from edge.outbox import msg_id_for
 from simulators.bracelet import Bracelet
-from simulators.emission import Control, DeviceSimulator, Emission
+from simulators.emission import Control, Emission
 from simulators.ground_truth import GroundTruth
 from simulators.infrared import BedSensor, ChairSensor, PirSensor, ThermopileSensor
 from simulators.mqtt_sink import MqttSink
@@ -169,42 +169,12 @@ def sim_bracelet(built: BuiltScenario) -> list[Outgoing]:
     return [Outgoing(e.ts, emission=e) for e in stream(again) if e.kind in SIM_KINDS or e.control is not None]
 
 
-def home_config_for(scenario: ScenarioFile, devices: Sequence[DeviceSimulator]) -> HomeConfig:
-    """The HomeConfig the registry would give the edge for a built scenario (as tests/edge/conftest.py builds it)."""
-    configs: list[DeviceConfig] = []
-    for device in devices:
-        if isinstance(device, Bracelet):
-            placement = scenario.bracelet.placement if scenario.bracelet else "wrist"
-            kind = "belt" if placement == "waist" else "bracelet"
-            configs.append(
-                DeviceConfig(
-                    device_id=device.device_id, kind=kind, resident_id=scenario.resident_id, placement=placement
-                )
-            )
-        elif isinstance(device, PirSensor):
-            configs.append(DeviceConfig(device_id=device.device_id, kind="pir", room=device.room))
-        elif isinstance(device, ThermopileSensor):
-            configs.append(DeviceConfig(device_id=device.device_id, kind="thermopile", room=device.room))
-        elif isinstance(device, BedSensor):
-            configs.append(DeviceConfig(device_id=device.device_id, kind="bed_sensor", room=device.room))
-        elif isinstance(device, ChairSensor):
-            configs.append(DeviceConfig(device_id=device.device_id, kind="chair_sensor", room=device.room))
-        else:
-            raise TypeError(f"no device kind for {type(device).__name__}")
-    home = scenario.home
-    return HomeConfig(
-        home_id=scenario.home_id,
-        timezone=scenario.timezone,
-        devices=tuple(configs),
-        zone=GeoZone(lat=home.lat, lon=home.lon, radius_m=home.radius_m),
-    )
-
-
 @functools.cache
-def edge_uplink(name: str, start: float) -> tuple[Outgoing, ...]:
+def edge_uplink(name: str, start: float, home_config_for: Callable[..., HomeConfig]) -> tuple[Outgoing, ...]:
     """A scenario played through a HomeMonitor: the batches its uplink publishes, stamped with the monitor's time.
 
-    Played once per scenario and start (several tests send the same home's uplink).
+    Played once per scenario and start (several tests send the same home's uplink); `home_config_for` is the
+    `scenario_home` fixture (tests/conftest.py).
     """
     built = build(load_scenario(name), seed=SEED, start=start)
     config = home_config_for(built.scenario, built.devices)
@@ -653,11 +623,11 @@ BOTH_DATABASES = pytest.mark.parametrize(
 
 @BOTH_DATABASES
 async def test_fall_waits_its_window_then_pages_escalates_to_the_doctor_and_is_handled_to_the_end(
-    open_site: OpenSite,
+    open_site: OpenSite, scenario_home: Callable[..., HomeConfig]
 ) -> None:
     name = "fall-bathroom-night"
     start = start_of(name)
-    uplink = edge_uplink(name, start)
+    uplink = edge_uplink(name, start, scenario_home)
     [fall_batch] = [i for i in uplink if isinstance(i.message, m.EventBatch)]
     site = await open_site(name, start=start)
     service = site.service
@@ -766,11 +736,11 @@ async def test_fall_waits_its_window_then_pages_escalates_to_the_doctor_and_is_h
 # -- 2. "I'm OK" within the window: no page ----------------------------------------------------------------------------
 @pytest.mark.parametrize("ok_from", ["edge", "sim-bracelet"])
 async def test_im_ok_within_the_cancel_window_cancels_the_fall_and_pages_nobody(
-    open_site: OpenSite, ok_from: str
+    open_site: OpenSite, ok_from: str, scenario_home: Callable[..., HomeConfig]
 ) -> None:
     name = "fall-then-ok"
     start = start_of(name)
-    uplink = edge_uplink(name, start)
+    uplink = edge_uplink(name, start, scenario_home)
     site = await open_site(name, start=start)
     if ok_from == "edge":  # the edge forwards the button press in its event batch
         site.feed(uplink)
@@ -974,12 +944,14 @@ KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("name", GROUND_TRUTH_SCENARIOS)
-async def test_every_shipped_scenario_raises_what_its_ground_truth_lists(open_site: OpenSite, name: str) -> None:
+async def test_every_shipped_scenario_raises_what_its_ground_truth_lists(
+    open_site: OpenSite, name: str, scenario_home: Callable[..., HomeConfig]
+) -> None:
     """Each expectation's `alerts` open (page, or remind) within its window with its severity, its `no_alerts` do
     not (a fall the resident cancelled is not one), and nothing the ground truth does not list is raised."""
     start = start_of(name)
     site = await open_site(name, start=start)
-    site.feed(edge_uplink(name, start) if takes_edge(site.scenario) else sim_bracelet(site.built))
+    site.feed(edge_uplink(name, start, scenario_home) if takes_edge(site.scenario) else sim_bracelet(site.built))
     await site.advance_to(site.built.end)
 
     expectations: list[GroundTruth] = [g for g in site.built.ground_truth if g.kind == "expect"]
