@@ -52,10 +52,13 @@ DISCONNECT_PACKET = b"\xe0\x00"
 #: A received message: topic (UTF-8 bytes, as on the wire), payload, packet id (0 for QoS 0).
 Received = tuple[bytes, bytes, int]
 
+#: MQTT 5 reason codes, as names used for counting and errors (CONNACK, PUBACK, SUBACK and DISCONNECT share one
+#: table; the receiving clients here and the fleet publisher both use it).
 REASON_NAMES: dict[int, str] = {
     0x00: "success",
     0x01: "granted_qos_1",
     0x02: "granted_qos_2",
+    0x04: "disconnect_with_will",
     0x10: "no_matching_subscribers",
     0x80: "unspecified_error",
     0x81: "malformed_packet",
@@ -69,13 +72,21 @@ REASON_NAMES: dict[int, str] = {
     0x89: "server_busy",
     0x8A: "banned",
     0x8B: "server_shutting_down",
+    0x8C: "bad_authentication_method",
     0x8D: "keep_alive_timeout",
     0x8E: "session_taken_over",
     0x8F: "topic_filter_invalid",
     0x90: "topic_name_invalid",
+    0x91: "packet_identifier_in_use",
     0x93: "receive_maximum_exceeded",
     0x95: "packet_too_large",
     0x97: "quota_exceeded",
+    0x98: "administrative_action",
+    0x99: "payload_format_invalid",
+    0x9A: "retain_not_supported",
+    0x9B: "qos_not_supported",
+    0x9C: "use_another_server",
+    0x9D: "server_moved",
     0x9E: "shared_subscriptions_not_supported",
     0x9F: "connection_rate_exceeded",
     0xA1: "subscription_identifiers_not_supported",

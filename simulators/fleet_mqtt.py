@@ -22,64 +22,27 @@ from typing import Any
 
 # The wire encoding is the kernel's (careloop.mqtt5, the receiving client); this module adds the publishing side.
 from careloop.mqtt5 import (
+    CONNACK,
+    CONNECT,
+    DISCONNECT,
+    DISCONNECT_PACKET,
+    MAX_PACKET_ID,
+    PINGREQ_PACKET,
+    PINGRESP,
+    PROTOCOL_LEVEL,
+    PUBACK,
+    PUBLISH,
     MqttProtocolError,
     encode_binary,
     encode_remaining_length,
     encode_string,
+    reason_name,
 )
 from careloop.mqtt5 import decode_varint as decode_remaining_length
 
-PROTOCOL_LEVEL = 5
-MAX_PACKET_ID = 65_535
-
-# First byte of each packet type (the flags of PUBLISH are or-ed in).
-CONNECT = 0x10
-CONNACK = 0x20
-PUBLISH = 0x30
-PUBACK = 0x40
-PINGREQ = 0xC0
-PINGRESP = 0xD0
-DISCONNECT = 0xE0
-
-PINGREQ_PACKET = b"\xc0\x00"
-#: Normal disconnection: the broker discards the last will.
-DISCONNECT_PACKET = b"\xe0\x00"
 #: "Disconnect with Will Message" (0x04): the broker publishes the last will, as a device going offline should.
 DISCONNECT_WITH_WILL_PACKET = b"\xe0\x01\x04"
 
-#: MQTT 5 reason codes, as names used for counting (CONNACK, PUBACK and DISCONNECT share one table).
-REASON_NAMES: dict[int, str] = {
-    0x00: "success",
-    0x04: "disconnect_with_will",
-    0x10: "no_matching_subscribers",
-    0x80: "unspecified_error",
-    0x81: "malformed_packet",
-    0x82: "protocol_error",
-    0x83: "implementation_specific_error",
-    0x84: "unsupported_protocol_version",
-    0x85: "client_identifier_not_valid",
-    0x86: "bad_username_or_password",
-    0x87: "not_authorized",
-    0x88: "server_unavailable",
-    0x89: "server_busy",
-    0x8A: "banned",
-    0x8B: "server_shutting_down",
-    0x8C: "bad_authentication_method",
-    0x8D: "keep_alive_timeout",
-    0x8E: "session_taken_over",
-    0x90: "topic_name_invalid",
-    0x91: "packet_identifier_in_use",
-    0x93: "receive_maximum_exceeded",
-    0x95: "packet_too_large",
-    0x97: "quota_exceeded",
-    0x98: "administrative_action",
-    0x99: "payload_format_invalid",
-    0x9A: "retain_not_supported",
-    0x9B: "qos_not_supported",
-    0x9C: "use_another_server",
-    0x9D: "server_moved",
-    0x9F: "connection_rate_exceeded",
-}
 
 #: CONNACK refusals worth another try later; any other refusal (bad password, banned, ...) is final.
 RETRYABLE_CONNECT_REASONS = frozenset({0x80, 0x83, 0x88, 0x89, 0x97, 0x9F})
@@ -115,11 +78,6 @@ _PROPERTY_TYPES: dict[int, int] = {
     0x29: _BYTE,  # subscription identifiers available
     0x2A: _BYTE,  # shared subscription available
 }
-
-
-def reason_name(code: int) -> str:
-    """The name of an MQTT 5 reason code, e.g. 0x86 -> "bad_username_or_password"."""
-    return REASON_NAMES.get(code, f"reason_0x{code:02x}")
 
 
 class ConnectionClosed(ConnectionError):
