@@ -21,7 +21,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiomqtt
 from sqlalchemy import select
@@ -37,7 +36,7 @@ from careloop import messages as m
 from careloop.clock import Clock
 from careloop.codec import DEFAULT_MAX_FUTURE_S, PayloadError, encode
 from careloop.contract import decode_message
-from careloop.demo import BRACELET, HOME, DemoContext
+from careloop.demo import BRACELET, HOME, DemoContext, demo_client
 from careloop.mqtt import dead_letter, payload_bytes
 from careloop.registry.models import FamilyMember, Home, OrgLevel, Resident, Staff, StaffRole
 from careloop.registry.store import open_registry, org_path
@@ -146,16 +145,6 @@ def _settings(ctx: DemoContext) -> CareloopSettings:
         mqtt=MqttSettings(url=ctx.broker_url, topic_root=ctx.tree.root),
         database=DatabaseSettings(url=ctx.db_url),
         alerts=AlertsSettings(client_id="careloop-alerts-demo"),
-    )
-
-
-def _client(url: str, client_id: str) -> aiomqtt.Client:
-    parts = urlsplit(url)
-    return aiomqtt.Client(
-        parts.hostname or "127.0.0.1",
-        parts.port or 1883,
-        identifier=client_id,
-        protocol=aiomqtt.ProtocolVersion.V311,
     )
 
 
@@ -398,7 +387,7 @@ class Story:
             features={"peak_g": 3.6, "stillness_s": 8.0},
         )
         batch = m.EventBatch(msg_id="H00001-000000000001", seq=1, events=(fall,))
-        async with _client(self.ctx.broker_url, f"edge-{HOME}") as edge:
+        async with demo_client(self.ctx.broker_url, f"edge-{HOME}") as edge:
             topic = self.ctx.tree.edge(TopicKind.EDGE_EVENTS, HOME)
             await edge.publish(topic, encode(batch), qos=1)
         self.say(f"  edge {HOME} -> {topic.split('/', 2)[-1]}: fall, confidence 0.93")
@@ -458,8 +447,8 @@ async def run_demo(ctx: DemoContext) -> None:
         console = Console(ctx, clock, people.names)
         story = Story(ctx, runtime, clock, console, people)
         async with (
-            _client(ctx.broker_url, "careloop-alerts-demo") as link,
-            _client(ctx.broker_url, f"console-{HOME}") as screen,
+            demo_client(ctx.broker_url, "careloop-alerts-demo") as link,
+            demo_client(ctx.broker_url, f"console-{HOME}") as screen,
         ):
             for kind in SUBSCRIBED:
                 await link.subscribe(ctx.tree.filter(kind, home_id=HOME), qos=1)

@@ -59,7 +59,8 @@ class _Tally:
     dead_letters: int = 0
 
 
-def _client(url: str, client_id: str) -> aiomqtt.Client:
+def demo_client(url: str, client_id: str) -> aiomqtt.Client:
+    """An MQTT 3.1.1 client of the demo's embedded broker at `url` (the components' demos use it too)."""
     parts = urlsplit(url)
     return aiomqtt.Client(
         parts.hostname or "127.0.0.1",
@@ -98,7 +99,7 @@ def _bracelet_script(now: float) -> list[tuple[TopicKind, bytes, str]]:
 
 async def _bracelet(ctx: DemoContext, sent: asyncio.Event) -> None:
     """Publish the scripted messages of one bracelet, at QoS 1."""
-    async with _client(ctx.broker_url, "demo-bracelet") as client:
+    async with demo_client(ctx.broker_url, "demo-bracelet") as client:
         for kind, payload, label in _bracelet_script(ctx.clock.now()):
             spec = SPECS[kind]
             topic = ctx.tree.device(kind, HOME, BRACELET)
@@ -110,7 +111,7 @@ async def _bracelet(ctx: DemoContext, sent: asyncio.Event) -> None:
 
 async def _receiver(ctx: DemoContext, tally: _Tally, expected: int, ready: asyncio.Event) -> None:
     """Validate every device message of the home against the contract; dead-letter the rejects."""
-    async with _client(ctx.broker_url, "demo-receiver") as client:
+    async with demo_client(ctx.broker_url, "demo-receiver") as client:
         await client.subscribe(ctx.tree.home_devices_filter(HOME), qos=1)
         ready.set()
         seen = 0
