@@ -49,6 +49,7 @@ from alerts.models import (
 from alerts.news2 import LOWER_BOUND_NOTE, PARAMETERS, score_pulse, score_spo2, score_systolic
 from alerts.ruleset import (
     EVENT_KINDS,
+    LIMIT_NAMES,
     MEASURES,
     MEDICATION_KIND,
     Defaults,
@@ -477,17 +478,7 @@ class RuleEngine:
                 continue
             limits.update(override.limits.set_values())
             disabled.update(override.disable)
-        for name in (
-            "hr_min_bpm",
-            "hr_max_bpm",
-            "spo2_min_pct",
-            "skin_temp_min_c",
-            "skin_temp_max_c",
-            "bp_systolic_min_mmhg",
-            "bp_systolic_max_mmhg",
-            "bp_diastolic_min_mmhg",
-            "bp_diastolic_max_mmhg",
-        ):
+        for name in LIMIT_NAMES:  # the health profile's own limits
             value = getattr(profile, name)
             if value is not None:
                 limits[name] = float(value)

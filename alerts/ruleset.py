@@ -77,6 +77,7 @@ LimitName = Literal[
     "bp_diastolic_min_mmhg",
     "bp_diastolic_max_mmhg",
 ]
+LIMIT_NAMES: tuple[str, ...] = get_args(LimitName)
 LIMIT_MEASURE: Mapping[str, str] = {
     "hr_min_bpm": "hr_bpm",
     "hr_max_bpm": "hr_bpm",
