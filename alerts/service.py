@@ -526,11 +526,28 @@ class AlertService:
         context: Mapping[str, object],
         now: float,
     ) -> Notification:
-        link = self._link(alert.alert_id)
         payload: dict[str, object] = {}
         if channel is ChannelName.BRACELET:
             text = (alert.reason or _words(alert.kind))[:_BRACELET_TEXT]
             payload = {"action": "reminder", "text": text, "vibrate_ms": BRACELET_VIBRATE_MS}
+        return self._notification(
+            alert, recipient, channel, resident_name, effect.reason, now, effect.level, payload, context
+        )
+
+    def _notification(
+        self,
+        alert: AlertSnapshot,
+        recipient: Recipient,
+        channel: ChannelName,
+        resident_name: str,
+        reason: str,
+        ts: float,
+        level: int,
+        payload: Mapping[str, object],
+        context: Mapping[str, object] | None = None,
+    ) -> Notification:
+        """What one recipient is told of an alert on one channel (its id is stable for the alert's version)."""
+        link = self._link(alert.alert_id)
         return Notification(
             notification_id=notification_id(alert.alert_id, alert.seq, channel, recipient.recipient_id),
             alert_id=alert.alert_id,
@@ -542,11 +559,11 @@ class AlertService:
             recipient=recipient,
             channel=channel,
             title=_title(alert, resident_name),
-            body=_body(alert, resident_name, effect.reason, link),
-            created_ts=now,
+            body=_body(alert, resident_name, reason, link),
+            created_ts=ts,
             link=link,
-            escalation_level=effect.level,
-            context=context,
+            escalation_level=level,
+            context=context if context is not None else {},
             payload=payload,
         )
 
@@ -558,23 +575,8 @@ class AlertService:
         except ValidationError:
             # Keep the transition: the live notifier refuses this payload, and the FAILED delivery shows why.
             payload = fields
-        link = self._link(alert.alert_id)
-        notification = Notification(
-            notification_id=notification_id(alert.alert_id, alert.seq, ChannelName.LIVE, console.recipient_id),
-            alert_id=alert.alert_id,
-            resident_id=alert.resident_id,
-            home_id=alert.home_id,
-            kind=alert.kind,
-            severity=alert.severity,
-            state=alert.state,
-            recipient=console,
-            channel=ChannelName.LIVE,
-            title=_title(alert, alert.resident_id),
-            body=_body(alert, alert.resident_id, change.reason, link),
-            created_ts=change.ts,
-            link=link,
-            escalation_level=alert.level,
-            payload=payload,
+        notification = self._notification(
+            alert, console, ChannelName.LIVE, alert.resident_id, change.reason, change.ts, alert.level, payload
         )
         # With a live lease (handle_signal / fire_due) the caller pushes the change itself right after the commit
         # and records it; the dispatcher sends the row only if that has not happened within the lease.
