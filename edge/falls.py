@@ -625,7 +625,6 @@ class FallDetector:
         self._features = feature_extractor(s, rate_hz)
         # work in pieces of at most one second, and no longer than the peak window (see `_track`)
         self._per_piece = max(1, min(round(rate_hz), round(s.peak_window_s * rate_hz)))
-        self._trigger = s.trigger_g
         self._window = round(s.peak_window_s * rate_hz)
         self._context = self._features.context
         self._post = self._features.post
@@ -639,7 +638,7 @@ class FallDetector:
         self._x = np.zeros((self._capacity, 3))
         # |a|^2 per sample: the trigger and the peak comparisons need no square root; a candidate's window gets one
         self._m2 = np.zeros(self._capacity)
-        self._trigger2 = self._trigger * self._trigger
+        self._trigger2 = s.trigger_g * s.trigger_g  # the trigger on |a|^2
         self._restart()
         self._quiet_until = -math.inf  # refractory: no detection with an impact at or before this time
 
