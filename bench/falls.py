@@ -2,13 +2,15 @@
 
 `careloop eval falls` prints the detector's CPU time per second of signal, but on a shared machine one run of the
 same code differs from the next by up to 1.7x. This runs the two detectors side by side instead: both streams every
-trial of a dataset as the eval does (a fresh detector per trial, one-second chunks, CPU time of `update()` only),
-on recordings read into memory first, alternating baseline and working tree for `--rounds` rounds, and prints the
+trial of a dataset as the eval does (a fresh detector per trial, one-second chunks, CPU time of `update()` only,
+each recording read from its file just before its trial, which leaves the caches as cold as the eval finds them;
+`--warm`: all read into memory first), alternating baseline and working tree for `--rounds` rounds, and prints the
 best round of each, their ratio, and whether every trial gave the same detections (an optimisation must not change
 what fires). The baseline is `edge/falls.py` as it was at `--baseline` (a git revision), loaded as its own module
 with the committed model file.
 
-Run: `.venv/bin/python bench/falls.py [--baseline HEAD~1] [--data ../shared/data/falls] [--rounds 5] [--json]`.
+Run: `.venv/bin/python bench/falls.py [--baseline HEAD~1] [--data ../shared/data/falls] [--rounds 5] [--warm]
+[--json]`.
 """
 
 from __future__ import annotations
@@ -51,11 +53,14 @@ def baseline_module(revision: str, workdir: Path) -> ModuleType:
     return module
 
 
-def run_all(module: ModuleType, trials: list[tuple[Any, Any, Any]]) -> tuple[float, list[Any]]:
-    """CPU seconds of `update()` over every trial, and each trial's detections."""
+def run_all(module: ModuleType, trials: list[tuple[Any, Any, Any]], cold: bool) -> tuple[float, list[Any]]:
+    """CPU seconds of `update()` over every trial, and each trial's detections; `cold`: each trial's recording is
+    read from its file just before it runs, as `careloop eval` does (what the reading does to the caches counts)."""
     cpu = 0.0
     found = []
     for info, placement, samples in trials:
+        if cold:
+            samples = read_samples(info.file)
         outcome = run_trial(module.fall_detector(placement, info.rate_hz), info, samples)
         cpu += outcome.cpu_s
         found.append(outcome.detections)
@@ -68,10 +73,11 @@ def main() -> None:
     parser.add_argument("--baseline", default="HEAD~1", help="git revision of edge/falls.py to compare with")
     parser.add_argument("--data", type=Path, default=None, help="a dataset folder or a folder of them")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the best of each side counts")
+    parser.add_argument("--warm", action="store_true", help="recordings read into memory first (not per trial)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     folders = find_datasets(args.data if args.data is not None else falls_root())
-    out: dict[str, Any] = {"baseline": args.baseline, "rounds": args.rounds, "datasets": {}}
+    out: dict[str, Any] = {"baseline": args.baseline, "rounds": args.rounds, "warm": args.warm, "datasets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         old = baseline_module(args.baseline, Path(tmp))
         for folder in folders:
@@ -82,8 +88,8 @@ def main() -> None:
             cpu: dict[str, list[float]] = {"baseline": [], "current": []}
             same = True
             for _ in range(args.rounds):
-                base_cpu, base_found = run_all(old, trials)
-                cur_cpu, cur_found = run_all(falls, trials)
+                base_cpu, base_found = run_all(old, trials, cold=not args.warm)
+                cur_cpu, cur_found = run_all(falls, trials, cold=not args.warm)
                 cpu["baseline"].append(base_cpu * 1e6 / signal_s)
                 cpu["current"].append(cur_cpu * 1e6 / signal_s)
                 same = same and base_found == cur_found
