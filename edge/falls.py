@@ -33,7 +33,6 @@ import dataclasses
 import itertools
 import json
 import math
-import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -119,9 +118,29 @@ _LOG = frozenset(
     }
 )
 _COUNTS = frozenset({"pre_peaks", "post_peaks"})
+#: |a| >= 0.6 g (no free fall) exactly when |a| > this
+_BELOW_FREE_FALL_G = float(np.nextafter(0.6, 0.0))
 _JERK_ROWS = np.array([0, 1])  # steps of |a| (row 0) and of the vector's axes (rows 1-3, summed)
 _ACT_FROM_S, _ACT_BIN_S = -2.5, 0.25  # the activity profile: quarter seconds from 2.5 s before the impact
 _TILT_FROM_S, _TILT_BIN_S = -3.0, 0.5  # the tilt profile: half seconds from 3 s before the impact
+
+
+def raw_split_value(name: str, value: float) -> float:
+    """Where a feature's raw value makes its model input reach `value`: input >= value exactly when raw >= this.
+
+    Every transform of `FeatureExtractor.model_input` is increasing, so a tree can ask its question of the raw
+    value and no logarithm needs taking to score a candidate.
+    """
+    if name in _LOG:  # log(max(f, 1e-3))
+        edge = math.exp(value)
+        return edge if edge > 1e-3 else -math.inf
+    if name in _COUNTS:  # log(1 + f)
+        return math.expm1(value)
+    if name.startswith("act_"):  # log(f + 0.01)
+        return math.exp(value) - 0.01
+    if name.startswith("tilt_"):  # clipped to [-1, 1]
+        return -math.inf if value <= -1.0 else math.inf if value > 1.0 else value
+    return value
 
 
 def _bin_name(prefix: str, start_s: float) -> str:
@@ -145,15 +164,15 @@ def feature_names(settings: DetectorSettings) -> tuple[str, ...]:
     return CORE_FEATURES + act + tilt
 
 
-def _cosine(u: tuple[float, float, float], v: tuple[float, float, float]) -> float:
-    norms = math.sqrt((u[0] * u[0] + u[1] * u[1] + u[2] * u[2]) * (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]))
+def _turn_deg(ca: list[float], cb: list[float], cc: list[float], cd: list[float]) -> float:
+    """The angle in degrees between the summed acceleration vectors of two windows, each between two boundaries
+    (rows 2-4 of `FeatureExtractor.compute`'s sums); 0 when either is zero."""
+    ux, uy, uz = cb[2] - ca[2], cb[3] - ca[3], cb[4] - ca[4]
+    vx, vy, vz = cd[2] - cc[2], cd[3] - cc[3], cd[4] - cc[4]
+    norms = math.sqrt((ux * ux + uy * uy + uz * uz) * (vx * vx + vy * vy + vz * vz))
     if norms < 1e-12:
-        return 1.0
-    return min(1.0, max(-1.0, (u[0] * v[0] + u[1] * v[1] + u[2] * v[2]) / norms))
-
-
-def _angle_deg(u: tuple[float, float, float], v: tuple[float, float, float]) -> float:
-    return math.acos(_cosine(u, v)) * _DEG
+        return 0.0
+    return math.acos(min(1.0, max(-1.0, (ux * vx + uy * vy + uz * vz) / norms))) * _DEG
 
 
 class FeatureExtractor:
@@ -179,23 +198,33 @@ class FeatureExtractor:
         # sample ranges read directly
         self._pre1 = (at(-1.0), self.context)
         self._around = (at(-0.2), at(0.2) + 1)
-        self._width = (at(-0.3), at(0.3))
         self.pre_far = (at(-3.0), at(-0.3))  # the window `peak_over_pre` compares the peak with
         self._post_near = (at(0.3), end)
         self._late_max = (at(1.0), end)
-        # boundaries of the summed windows; sums between consecutive ones come from one np.add.reduceat
+        # every window sum and both profiles come from the rows summed between consecutive boundaries (one
+        # np.add.reduceat) times one small matrix, `_plan`: its first columns sum the segments from the first
+        # boundary (3 s before the impact) up to each named boundary, so that a window's sum is the difference of
+        # two of them; then a column per activity bin (the mean ||a| - 1| over it, row 0) and per tilt bin (the
+        # summed vector, rows 2-4)
         act = [at(t) for t in _bin_starts(_ACT_FROM_S, _ACT_BIN_S, settings.post_s)] + [end]
         tilt = [at(t) for t in _bin_starts(_TILT_FROM_S, _TILT_BIN_S, settings.post_s)] + [end]
-        named = [at(s) for s in (-3.0, -2.5, -1.5, -1.2, -1.0, -0.7, -0.5, -0.1, 0.0, 0.5, 0.7, 1.5)]
-        edges = sorted({*named, *act, *tilt, end, end - self._second})
-        if edges[0] < 0 or edges[-1] > end:
+        named = [at(s) for s in (-3.0, -2.5, -1.5, -1.2, -1.0, -0.7, -0.5, -0.3, -0.1, 0.0, 0.3, 0.5, 0.7, 1.5)]
+        named += [end - self._second, end]
+        edges = sorted({*named, *act, *tilt})
+        self._first = first = edges[0]
+        if first < 0 or edges[-1] != end:
             raise ValueError("the feature windows do not fit the context and post windows")
-        self._first = edges[0]
-        self._segments = np.array(edges[:-1]) - edges[0]  # where compute()'s rows start each summed segment
-        column = {edge: i for i, edge in enumerate(edges)}
-        self._named_columns = operator.itemgetter(*(column[edge] for edge in named))
-        self._c_end = column[end]
-        self._c_last = column[end - self._second]
+        self._segments = np.array(edges[:-1]) - first  # where each summed segment starts in compute()'s rows
+        starts, stops = np.array(edges[:-1]), np.array(edges[1:])
+        n_named, n_act, n_tilt = len(named), len(act) - 1, len(tilt) - 1
+        self._plan = np.zeros((len(starts), n_named + n_act + n_tilt))
+        for j, edge in enumerate(named):
+            self._plan[stops <= edge, j] = 1.0
+        for j, (start, stop) in enumerate(itertools.pairwise(act)):
+            self._plan[(starts >= start) & (stops <= stop), n_named + j] = 1.0 / (stop - start)
+        for j, (start, stop) in enumerate(itertools.pairwise(tilt)):
+            self._plan[(starts >= start) & (stops <= stop), n_named + n_act + j] = 1.0
+        self._n_named = n_named
         self._n_pre, self._n_late, self._n_post = at(-1.0) - at(-3.0), end - self.late_start, end - at(0.5)
         self._n_fall, self._n_velocity = at(0.0) - at(-1.5), at(0.0) - at(-1.0)
         self._n_impact, self._n_calm = at(0.7) - at(-0.5), at(-0.7) - at(-3.0)
@@ -203,15 +232,6 @@ class FeatureExtractor:
         self._max_starts = np.array([*self.pre_far, self._post_near[0], self._late_max[0]])
         if not self.pre_far[1] < self._post_near[0] < self._late_max[0] < end:
             raise ValueError("the windows of the |a| maxima must follow one another")
-        # the profiles from one matrix product with the summed rows at the boundaries: column j of `_profile`
-        # takes the difference of two boundaries, per sample for the activity bins, summed for the tilt bins
-        n_act, n_tilt = len(act) - 1, len(tilt) - 1
-        self._profile = np.zeros((len(edges), n_act + n_tilt))
-        for j, (first, after) in enumerate(itertools.pairwise(act)):
-            self._profile[[column[after], column[first]], j] = (1.0 / (after - first), -1.0 / (after - first))
-        for j, (first, after) in enumerate(itertools.pairwise(tilt)):
-            self._profile[[column[after], column[first]], n_act + j] = (1.0, -1.0)
-        self._profile = self._profile[1:]  # compute() keeps no column for the first boundary, where the sums are 0
         n_core = len(CORE_FEATURES)
         self._n_act = n_act
         self._act_slice = slice(n_core, n_core + n_act)
@@ -219,42 +239,45 @@ class FeatureExtractor:
         if self._tilt_slice.stop != len(self.names):
             raise ValueError("the activity and tilt profiles do not fill the feature vector")
         # the core features that enter the model as log(max(f, 1e-3)), and as log(1 + f)
-        self._log_index = [i for i, name in enumerate(CORE_FEATURES) if name in _LOG]
-        self._count_index = [i for i, name in enumerate(CORE_FEATURES) if name in _COUNTS]
-        self._zeros = [0.0] * 10  # the summed rows at the first boundary
+        self._log_index = np.array([i for i, name in enumerate(CORE_FEATURES) if name in _LOG])
+        self._count_index = np.array([i for i, name in enumerate(CORE_FEATURES) if name in _COUNTS])
 
     def at(self, seconds: float) -> int:
         """Window index of a time relative to the impact."""
         return self.context + round(seconds * self.rate_hz)
 
-    def compute(self, x: Array, mag: Array) -> tuple[dict[str, float], Array]:
-        """The named core features (raw values) and the model's input vector (logs of scale features, profiles).
+    def compute(self, x: Array, mag: Array) -> tuple[list[float], Array]:
+        """The core features and the raw feature vector: the core features, then the activity bins' mean
+        | |a| - 1 | and the tilt bins' cosines (`model_input` makes the model's input of it).
 
         Every numpy call costs about a microsecond whatever its size here, so the work is laid out for few calls:
-        the rows are ordered so that one call squares four of them and one matrix product gives both profiles.
+        the rows are ordered so that one call squares four of them and one makes the three indicator rows, and
+        every window sum and both profiles come from one np.add.reduceat and one small matrix product.
         """
         r = self.rate_hz
-        # rows: ||a|-1|, |a|, x, y, z, |a|^2, x^2, y^2, z^2, |a|<0.6; the sums of |a|-1, (|a|-1)^2 and (1-|a|)+ over
-        # a window of n samples follow from them: S|a| - n, S|a|^2 - 2 S|a| + n and (S||a|-1| - S|a| + n) / 2
-        # from the first boundary on (3 s before the impact): what the sums need
+        peak = float(mag[self.context])
+        # rows: ||a|-1|, |a|, x, y, z, |a|^2, x^2, y^2, z^2, then 1 where |a| >= 0.6 (no free fall), > max(1.5 g,
+        # half the peak) (peaks), > halfway from 1 g to the peak (the impact's width); the sums of |a|-1, (|a|-1)^2
+        # and (1-|a|)+ over a window of n samples follow from them: S|a| - n, S|a|^2 - 2 S|a| + n and
+        # (S||a|-1| - S|a| + n) / 2. From the first boundary on (3 s before the impact): what the sums need
         o = self._first
-        rows = np.empty((10, self.size - o))  # per call: an extractor is shared by every detector of its settings
+        rows = np.empty((12, self.size - o))  # per call: an extractor is shared by every detector of its settings
         rows[1] = mag[o:]
         rows[2:5] = x[o:].T
         np.multiply(rows[1:5], rows[1:5], out=rows[5:9])
         np.subtract(rows[1], 1.0, out=rows[0])
         np.abs(rows[0], out=rows[0])
-        np.less(rows[1], 0.6, out=rows[9])
+        levels = np.array(((_BELOW_FREE_FALL_G,), (max(1.5, 0.5 * peak),), (0.5 + 0.5 * peak,)))
+        np.greater(rows[1], levels, out=rows[9:12])
         # the rows summed from the first boundary to each boundary, as Python floats: a window's sum is the
         # difference of two of them
-        sums = np.cumsum(np.add.reduceat(rows, self._segments, axis=1), axis=1)
-        cols = [self._zeros, *sums.T.tolist()]
-        m30, m25, m15, m12, m10, m07, m05, m01, at0, p05, p07, p15 = self._named_columns(cols)
-        end, last = cols[self._c_end], cols[self._c_last]
+        summed = np.add.reduceat(rows, self._segments, axis=1) @ self._plan
+        sums = summed[:, : self._n_named].T.tolist()
+        m25, m15, m12, m10, m07, m05, m03, m01, at0, p03, p05, p07, p15, last, end = sums[1:]
+        m30 = sums[0]  # all zeros: the first boundary
         n_pre, n_late, n_post = self._n_pre, self._n_late, self._n_post
         n_fall, n_velocity, n_impact, n_calm = self._n_fall, self._n_velocity, self._n_impact, self._n_calm
 
-        peak = float(mag[self.context])
         a, b = self._around[0] - o, self._around[1] - o
         steps = rows[1:5, a + 1 : b] - rows[1:5, a : b - 1]  # sample to sample: |a| (row 0) and the vector
         steps *= steps
@@ -262,64 +285,59 @@ class FeatureExtractor:
         jerk2, vector_jerk2 = np.maximum.reduce(np.add.reduceat(steps, _JERK_ROWS, axis=0), axis=1).tolist()
         # largest |a| from 3 s to 0.3 s before (index 0), from 0.3 s to 1 s after (2), from 1 s after to the end (3)
         pre_max, _, near_max, late_max = np.maximum.reduceat(mag, self._max_starts).tolist()
-        above = mag > max(1.5, 0.5 * peak)
-        (pf0, pf1), (pn0, pn1), (w0, w1), (p10, p11) = self.pre_far, self._post_near, self._width, self._pre1
+        p10, p11 = self._pre1
         after = (end[2] - p15[2], end[3] - p15[3], end[4] - p15[4])
         values = [
             peak,  # peak_g
             float(np.minimum.reduce(mag[p10:p11])),  # pre_min_g
             ((at0[0] - m15[0]) - (at0[1] - m15[1]) + n_fall) / (2 * r),  # free_fall_area_gs
             ((at0[1] - m10[1]) - n_velocity) / r,  # pre_velocity_gs
-            (at0[9] - m15[9]) / r,  # free_fall_s
+            (n_fall - (at0[9] - m15[9])) / r,  # free_fall_s
             math.sqrt(jerk2),  # impact_jerk_g
             math.sqrt(vector_jerk2),  # impact_vector_jerk_g
             ((p07[5] - m05[5]) - 2 * (p07[1] - m05[1]) + n_impact) / r,  # impact_energy_g2s
-            float(np.count_nonzero(mag[w0:w1] > 0.5 + 0.5 * peak)) / r,  # impact_width_s
+            (p03[11] - m03[11]) / r,  # impact_width_s
             peak / max(pre_max, 1e-3),  # peak_over_pre
             peak / max(near_max, late_max, 1e-3),  # peak_over_post
             _std(m30, m10, n_pre),  # pre_std_g
             ((m07[5] - m30[5]) - 2 * (m07[1] - m30[1]) + n_calm) / r,  # pre_energy_g2s
-            float(np.count_nonzero(above[pf0:pf1])),  # pre_peaks
-            float(np.count_nonzero(above[pn0:pn1])),  # post_peaks
+            m03[10] - m30[10],  # pre_peaks
+            end[10] - p03[10],  # post_peaks
             _std(p05, end, n_post),  # post_std_g
             (end[0] - p05[0]) / n_post,  # post_dev_g
             _std(p15, end, n_late),  # late_std_g
             _axis_std(p15, end, n_late),  # late_axis_std_g
             (end[0] - last[0]) / self._second,  # last_dev_g
             late_max,  # late_max_g
-            _angle_deg(_vec(m25, m12), after),  # orientation_change_deg
-            _angle_deg(_vec(m15, m05), _vec(p05, end)),  # orientation_change_near_deg
-            _angle_deg(_vec(m10, m05), _vec(m05, m01)),  # descent_rotation_deg
+            _turn_deg(m25, m12, p15, end),  # orientation_change_deg
+            _turn_deg(m15, m05, p05, end),  # orientation_change_near_deg
+            _turn_deg(m10, m05, m05, m01),  # descent_rotation_deg
             _axis_std(m30, m10, n_pre),  # pre_axis_std_g
             (end[1] - p05[1]) / n_post,  # post_mean_g
         ]
-        vector = np.empty(len(self.names))
-        head = values.copy()
-        for i in self._log_index:
-            head[i] = math.log(max(head[i], 1e-3))
-        for i in self._count_index:
-            head[i] = math.log1p(head[i])
-        vector[: len(head)] = head
-        profiles = sums[0:5] @ self._profile  # row 0: the activity bins' mean ||a|-1|; rows 2-4: tilt bins' sums
-        act = vector[self._act_slice]
-        np.add(profiles[0, : self._n_act], 0.01, out=act)
-        np.log(act, out=act)
-        bins = profiles[2:5, self._n_act :]  # (3, bins): the summed acceleration vector per bin
-        reference = np.array(after)
+        raw = np.empty(len(self.names))
+        raw[: len(values)] = values
+        profiles = self._n_named + self._n_act  # where the tilt bins' columns start
+        raw[self._act_slice] = summed[0, self._n_named : profiles]  # the activity bins' mean ||a|-1|
+        # the cosine between each tilt bin's vector and where gravity ended up (`after`); 0 for a zero vector
+        bins = summed[2:5, profiles:]  # (3, bins): the summed acceleration vector per bin
         norms = np.vecdot(bins.T, bins.T)
         norms *= after[0] * after[0] + after[1] * after[1] + after[2] * after[2]
         np.sqrt(norms, out=norms)
         np.maximum(norms, 1e-12, out=norms)
-        tilt = vector[self._tilt_slice]
-        np.divide(reference @ bins, norms, out=tilt)
-        np.minimum(tilt, 1.0, out=tilt)
-        np.maximum(tilt, -1.0, out=tilt)
-        return dict(zip(CORE_FEATURES, values, strict=True)), vector
+        np.divide(np.array(after) @ bins, norms, out=raw[self._tilt_slice])
+        return values, raw
 
-
-def _vec(ca: list[float], cb: list[float]) -> tuple[float, float, float]:
-    """The summed acceleration vector between two boundaries (rows 2-4 of `FeatureExtractor.compute`'s `cols`)."""
-    return (cb[2] - ca[2], cb[3] - ca[3], cb[4] - ca[4])
+    def model_input(self, raw: Array) -> Array:
+        """The model's input vector of a raw feature vector: logarithms of the scale features, log(1 + n) of the
+        counts, log(mean + 0.01) of the activity bins, the tilt cosines within [-1, 1]."""
+        vector = raw.copy()
+        scale, counts, act, tilt = self._log_index, self._count_index, self._act_slice, self._tilt_slice
+        vector[scale] = np.log(np.maximum(vector[scale], 1e-3))
+        vector[counts] = np.log1p(vector[counts])
+        vector[act] = np.log(vector[act] + 0.01)
+        vector[tilt] = np.clip(vector[tilt], -1.0, 1.0)
+        return vector
 
 
 def _std(ca: list[float], cb: list[float], n: int) -> float:
@@ -395,6 +413,10 @@ class LogisticRegression:
         )
 
 
+_LITTLE_U32 = np.dtype("<u4")
+_GATHER_4 = np.uint32((1 << 27) | (1 << 18) | (1 << 9) | 1)  # see ObliviousTrees.score
+
+
 @dataclass(frozen=True)
 class ObliviousTrees:
     """Boosted oblivious decision trees: a sum of small trees that each ask the same `depth` questions of every
@@ -443,9 +465,16 @@ class ObliviousTrees:
 
     def score(self, vector: Array) -> float:
         """The logit of one feature vector."""
-        answers = (vector[self._features] >= self._values).reshape(self.split_feature.shape)
-        leaves = answers @ self._bits + self._offsets
-        return float(self._leaves[leaves].sum()) + self.base
+        answers = vector.take(self._features) >= self._values
+        if self.split_feature.shape[1] == 4:
+            # a tree's four answers are four bytes of 0 or 1: read as one little-endian number, they sit at bits 0,
+            # 8, 16 and 24; one multiplication moves them, without carries, to bits 27, 26, 25 and 24 (first
+            # answer most significant), and the top byte is the leaf (a bool matrix product costs twice as much)
+            leaves: npt.NDArray[np.integer[Any]] = answers.view(_LITTLE_U32) * _GATHER_4
+            leaves >>= 24
+        else:
+            leaves = answers.reshape(self.split_feature.shape) @ self._bits
+        return float(np.add.reduce(self._leaves.take(leaves + self._offsets))) + self.base
 
     def scores(self, rows: Array) -> Array:
         """The logits of (n, d) feature rows."""
@@ -505,6 +534,8 @@ class FallModel:
     max_late_std_g: float
     min_peak_over_pre: float
     trained_on: Mapping[str, Any]
+    # the trees asking their questions of the raw features (see `raw_split_value`); None for a linear score
+    _raw_trees: ObliviousTrees | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.feature_names != feature_names(self.settings):
@@ -513,10 +544,25 @@ class FallModel:
             self.scorer.check(len(self.feature_names))
         except ValueError as exc:
             raise ValueError(f"the {self.placement} model: {exc}") from None
+        raw_trees = None
+        if isinstance(self.scorer, ObliviousTrees):
+            trees = self.scorer
+            names = [self.feature_names[i] for i in trees.split_feature.ravel().tolist()]
+            raw = [raw_split_value(n, v) for n, v in zip(names, trees.split_value.ravel().tolist(), strict=True)]
+            values = np.array(raw).reshape(trees.split_value.shape)
+            raw_trees = ObliviousTrees(trees.split_feature, values, trees.leaf_value, trees.base)
+        object.__setattr__(self, "_raw_trees", raw_trees)
 
     def score(self, vector: Array) -> float:
-        """The logit of one feature vector."""
+        """The logit of one feature vector (the model's input, `FeatureExtractor.model_input`)."""
         return self.scorer.score(vector)
+
+    def score_raw(self, raw: Array, extractor: FeatureExtractor) -> float:
+        """The logit of one raw feature vector (`FeatureExtractor.compute`), the same as `score` of its model
+        input: trees compare the raw values with their split values mapped back, so no logarithm is taken."""
+        if self._raw_trees is not None:
+            return self._raw_trees.score(raw)
+        return self.scorer.score(extractor.model_input(raw))
 
     @classmethod
     def untrained(cls, placement: Placement, rate_hz: float = 50.0) -> FallModel:
@@ -713,23 +759,20 @@ class FallDetector:
         A piece is no longer than the window, so once the tracked peak is in this piece, every later sample of it
         is within its window: the peak is then the first of the piece's largest samples from there on.
         """
-        hot = np.flatnonzero(m2 >= self._trigger2)
-        offsets, values = hot.tolist(), m2[hot].tolist()
         start = 0
-        if self._best >= 0:  # a peak from an earlier piece: the first sample that expires it or beats it
+        if self._best >= 0:  # a peak from an earlier piece: the first sample that beats it within its window ...
             expires = self._best + self._window - first  # offsets beyond this are outside its window
-            best_g2 = self._best_g2
-            for start, (offset, value) in enumerate(zip(offsets, values, strict=True)):  # noqa: B007
-                if offset > expires:
-                    self._settle()
-                    break
-                if value > best_g2:
-                    break
-            else:
-                return
-        top = max(values[start:])
-        at = values.index(top, start)
-        self._best, self._best_g2 = first + offsets[at], top
+            beats = np.flatnonzero(m2[: expires + 1] > self._best_g2)
+            if len(beats):
+                start = int(beats[0])
+            else:  # ... or else, once it has expired, the samples after it if one of them reaches the trigger
+                start = expires + 1
+                if start >= len(m2) or np.maximum.reduce(m2[start:]) < self._trigger2:
+                    return
+                self._settle()
+        # the first of the largest samples from there on (above the trigger: as large as the one that began it)
+        at = start + int(np.argmax(m2[start:]))
+        self._best, self._best_g2 = first + at, float(m2[at])
 
     def _settle(self) -> None:
         """The tracked peak's window is complete: a candidate if also larger than everything before it."""
@@ -757,14 +800,15 @@ class FallDetector:
             before = float(np.maximum.reduce(mag[self._pre_far[0] : self._pre_far[1]]))
             if float(mag[self._context]) < self.model.min_peak_over_pre * before:
                 continue
-            core, vector = self._features.compute(x, mag)
-            score = self.model.score(vector)
+            values, raw = self._features.compute(x, mag)
+            score = self.model.score_raw(raw, self._features)
             decided_ts = self._time(self._count - 1)
             if self._observer is not None:
-                self._observer(Candidate(impact_ts, decided_ts, core, vector, score))
+                core = dict(zip(CORE_FEATURES, values, strict=True))
+                self._observer(Candidate(impact_ts, decided_ts, core, self._features.model_input(raw), score))
             if not score >= self.model.threshold:
                 continue
-            out.append(self._detection(k, core, score, decided_ts))
+            out.append(self._detection(k, dict(zip(CORE_FEATURES, values, strict=True)), score, decided_ts))
             self._quiet_until = impact_ts + self.model.settings.refractory_s
         return out
 

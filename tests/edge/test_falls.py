@@ -313,6 +313,55 @@ def test_boosted_trees_add_the_leaves_their_answers_pick() -> None:
         FallModel.from_json({**wrist, "scorer": {**trees.to_json(), "split_feature": [[0, 99], [1, 1]]}})
 
 
+def test_depth_four_trees_score_one_candidate_as_they_score_many() -> None:
+    # one candidate takes a bit-gathering shortcut at depth 4; it must pick the leaves a plain walk picks
+    rng = np.random.default_rng(4)
+    trees = ObliviousTrees(
+        split_feature=rng.integers(0, 6, (50, 4)),
+        split_value=rng.normal(0.0, 1.0, (50, 4)),
+        leaf_value=rng.normal(0.0, 1.0, (50, 16)),
+        base=-0.5,
+    )
+    rows = rng.normal(0.0, 1.0, (40, 6))
+
+    def walk(row: Array) -> float:
+        total = trees.base
+        for features, values, leaves in zip(trees.split_feature, trees.split_value, trees.leaf_value, strict=True):
+            leaf = 0
+            for feature, value in zip(features, values, strict=True):
+                leaf = 2 * leaf + int(row[feature] >= value)
+            total += leaves[leaf]
+        return total
+
+    expected = [walk(row) for row in rows]
+    assert [trees.score(row) for row in rows] == pytest.approx(expected, abs=1e-12)
+    assert trees.scores(rows).tolist() == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("placement", "dataset", "trial_ids"),
+    [
+        ("wrist", "weda-fall", ("weda_U08_D03_R01", "weda_U01_F01_R01")),
+        ("waist", "sisfall", ("sisfall_SA01_D08_R01", "sisfall_SA01_D08_R02", "sisfall_SA04_F07_R01")),
+    ],
+)
+def test_the_score_of_raw_features_is_the_score_of_the_model_input(
+    placement: Placement, dataset: str, trial_ids: tuple[str, ...]
+) -> None:
+    # the detector scores raw features (trees ask their questions of raw values: no logarithm is taken); what it
+    # reports to an observer (the training tools) is the model's input vector, and the score must be its score
+    model = shipped_model(placement)
+    seen: list[Any] = []
+    for trial_id in trial_ids:
+        _info, samples = real_trial(dataset, trial_id)
+        stream(FallDetector(placement, model=model, observer=seen.append), samples)
+    assert len(seen) >= 3
+    assert any(c.score >= model.threshold for c in seen)
+    assert any(c.score < model.threshold for c in seen)
+    for candidate in seen:
+        assert candidate.score == pytest.approx(model.score(candidate.features), abs=1e-9)
+
+
 def test_scores_follow_their_definitions() -> None:
     def outcome(fall: bool, fired: list[float], impact: float | None = 1.0, duration: float = 3600.0) -> TrialOutcome:
         return TrialOutcome("t", "s", "F01" if fall else "D01", fall, duration, impact if fall else None,
