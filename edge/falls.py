@@ -120,7 +120,7 @@ _LOG = frozenset(
 _COUNTS = frozenset({"pre_peaks", "post_peaks"})
 #: |a| >= 0.6 g (no free fall) exactly when |a| > this
 _BELOW_FREE_FALL_G = float(np.nextafter(0.6, 0.0))
-_JERK_ROWS = np.array([0, 1])  # steps of |a| (row 0) and of the vector's axes (rows 1-3, summed)
+_ONES3 = np.ones(3)
 _ACT_FROM_S, _ACT_BIN_S = -2.5, 0.25  # the activity profile: quarter seconds from 2.5 s before the impact
 _TILT_FROM_S, _TILT_BIN_S = -3.0, 0.5  # the tilt profile: half seconds from 3 s before the impact
 
@@ -228,10 +228,6 @@ class FeatureExtractor:
         self._n_pre, self._n_late, self._n_post = at(-1.0) - at(-3.0), end - self.late_start, end - at(0.5)
         self._n_fall, self._n_velocity = at(0.0) - at(-1.5), at(0.0) - at(-1.0)
         self._n_impact, self._n_calm = at(0.7) - at(-0.5), at(-0.7) - at(-3.0)
-        # the maxima of |a| that compute() takes from one np.maximum.reduceat (see there)
-        self._max_starts = np.array([*self.pre_far, self._post_near[0], self._late_max[0]])
-        if not self.pre_far[1] < self._post_near[0] < self._late_max[0] < end:
-            raise ValueError("the windows of the |a| maxima must follow one another")
         n_core = len(CORE_FEATURES)
         self._n_act = n_act
         self._act_slice = slice(n_core, n_core + n_act)
@@ -281,15 +277,16 @@ class FeatureExtractor:
         a, b = self._around[0] - o, self._around[1] - o
         steps = rows[1:5, a + 1 : b] - rows[1:5, a : b - 1]  # sample to sample: |a| (row 0) and the vector
         steps *= steps
-        # the largest squared step of |a| and of the vector (rows 1-3 summed)
-        jerk2, vector_jerk2 = np.maximum.reduce(np.add.reduceat(steps, _JERK_ROWS, axis=0), axis=1).tolist()
-        # largest |a| from 3 s to 0.3 s before (index 0), from 0.3 s to 1 s after (2), from 1 s after to the end (3)
-        pre_max, _, near_max, late_max = np.maximum.reduceat(mag, self._max_starts).tolist()
-        p10, p11 = self._pre1
+        vector_steps = _ONES3.dot(steps[1:4])
+        # maxima and minima as `w.item(w.argmax())`: an array's own argmax costs a third of a ufunc's reduction
+        jerk2, vector_jerk2 = _largest(steps[0]), _largest(vector_steps)
+        (pf0, pf1), (pn0, pn1), (pl0, pl1), (p10, p11) = self.pre_far, self._post_near, self._late_max, self._pre1
+        pre_max, post_max, late_max = _largest(mag[pf0:pf1]), _largest(mag[pn0:pn1]), _largest(mag[pl0:pl1])
+        pre_min = mag[p10:p11]
         after = (end[2] - p15[2], end[3] - p15[3], end[4] - p15[4])
         values = [
             peak,  # peak_g
-            float(np.minimum.reduce(mag[p10:p11])),  # pre_min_g
+            pre_min.item(pre_min.argmin()),  # pre_min_g
             ((at0[0] - m15[0]) - (at0[1] - m15[1]) + n_fall) / (2 * r),  # free_fall_area_gs
             ((at0[1] - m10[1]) - n_velocity) / r,  # pre_velocity_gs
             (n_fall - (at0[9] - m15[9])) / r,  # free_fall_s
@@ -298,7 +295,7 @@ class FeatureExtractor:
             ((p07[5] - m05[5]) - 2 * (p07[1] - m05[1]) + n_impact) / r,  # impact_energy_g2s
             (p03[11] - m03[11]) / r,  # impact_width_s
             peak / max(pre_max, 1e-3),  # peak_over_pre
-            peak / max(near_max, late_max, 1e-3),  # peak_over_post
+            peak / max(post_max, 1e-3),  # peak_over_post
             _std(m30, m10, n_pre),  # pre_std_g
             ((m07[5] - m30[5]) - 2 * (m07[1] - m30[1]) + n_calm) / r,  # pre_energy_g2s
             m03[10] - m30[10],  # pre_peaks
@@ -338,6 +335,11 @@ class FeatureExtractor:
         vector[act] = np.log(vector[act] + 0.01)
         vector[tilt] = np.clip(vector[tilt], -1.0, 1.0)
         return vector
+
+
+def _largest(values: Array) -> float:
+    """The largest of `values` (non-empty), for a fraction of the cost of np.max on a few hundred numbers."""
+    return float(values.item(values.argmax()))
 
 
 def _std(ca: list[float], cb: list[float], n: int) -> float:
@@ -677,6 +679,7 @@ class FallDetector:
         self._clip_before = round(s.clip_before_s * rate_hz)
         self._late = self._features.late_start  # where the late window starts in a candidate's window
         self._n_late = self._features.size - self._late
+        self._ones_late = np.ones(self._n_late)
         self._max_late_var = self.model.max_late_std_g**2 if math.isfinite(self.model.max_late_std_g) else math.inf
         self._pre_far = self._features.pre_far
         self._keep = max(self._clip_before, self._context) + self._post + self._per_piece
@@ -744,42 +747,50 @@ class FallDetector:
         self._count += n
         self._x[i:j] = x
         m2 = np.vecdot(x, x, out=self._m2[i:j])
-        if np.maximum.reduce(m2) >= self._trigger2:
-            self._track(m2, self._count - n)
+        at = int(m2.argmax())  # the array's own argmax costs a fifth of a ufunc's reduction at these lengths
+        top = m2.item(at)
+        if top >= self._trigger2:
+            self._track(m2, self._count - n, at, top)
         if self._best >= 0 and self._best + self._window < self._count:
             self._settle()
         if self._pending and self._pending[0] + self._post <= self._count:
             return self._decide()
         return []
 
-    def _track(self, m2: Array, first: int) -> None:
+    def _track(self, m2: Array, first: int, at: int, top: float) -> None:
         """Follow the largest recent sample above the trigger: a later one within the window replaces it only if
         larger, so the one left when the window has passed is at least as large as everything after it.
 
-        A piece is no longer than the window, so once the tracked peak is in this piece, every later sample of it
-        is within its window: the peak is then the first of the piece's largest samples from there on.
+        `at` is the first of the piece's largest samples, `top` its |a|^2 (at least the trigger). A piece is no
+        longer than the window, so once the tracked peak is in this piece, every later sample of it is within its
+        window: the peak is then the first of the piece's largest samples from there on, `at` itself unless the
+        piece's largest came within the window of a larger peak from an earlier piece.
         """
-        start = 0
-        if self._best >= 0:  # a peak from an earlier piece: the first sample that beats it within its window ...
-            expires = self._best + self._window - first  # offsets beyond this are outside its window
-            beats = np.flatnonzero(m2[: expires + 1] > self._best_g2)
-            if len(beats):
-                start = int(beats[0])
-            else:  # ... or else, once it has expired, the samples after it if one of them reaches the trigger
-                start = expires + 1
-                if start >= len(m2) or np.maximum.reduce(m2[start:]) < self._trigger2:
+        if self._best >= 0:  # a peak from an earlier piece
+            expires = self._best + self._window - first  # offsets beyond this are outside its window (>= 0)
+            if at > expires:  # the piece's largest sample comes after the window: it follows the tracked peak,
+                # which first settles unless a sample within its window beats it
+                within = m2[: expires + 1]
+                if within.item(within.argmax()) <= self._best_g2:
+                    self._settle()
+            elif top <= self._best_g2:  # nothing within the window beats it: the samples after it, if any
+                after = m2[expires + 1 :]  # reaches the trigger, follow it once it has settled
+                if not len(after):
+                    return
+                at = int(after.argmax())
+                top = after.item(at)
+                if top < self._trigger2:
                     return
                 self._settle()
-        # the first of the largest samples from there on (above the trigger: as large as the one that began it)
-        at = start + int(np.argmax(m2[start:]))
-        self._best, self._best_g2 = first + at, float(m2[at])
+                at += expires + 1
+        self._best, self._best_g2 = first + at, top
 
     def _settle(self) -> None:
         """The tracked peak's window is complete: a candidate if also larger than everything before it."""
         k, self._best = self._best, -1
         p = k - self._base
         before = self._m2[max(p - self._window, -self._base, 0) : p]  # not the padding
-        if (len(before) == 0 or np.maximum.reduce(before) < self._best_g2) and self._time(k) > self._quiet_until:
+        if (len(before) == 0 or before.item(before.argmax()) < self._best_g2) and self._time(k) > self._quiet_until:
             self._pending.append(k)
 
     def _decide(self) -> list[FallDetection]:
@@ -793,12 +804,12 @@ class FallDetector:
             lo = p - self._context  # never before the buffer: a new stream is padded with `context` samples
             hi = p + self._post
             x, mag = self._x[lo:hi], np.sqrt(self._m2[lo:hi])
-            late = mag[self._late :]
-            mean = float(np.add.reduce(late)) / self._n_late
-            if float(late @ late) / self._n_late - mean * mean > self._max_late_var:
+            late = mag[self._late :]  # (ndarray.dot and argmax cost a third of a ufunc's reduction here)
+            mean = late.dot(self._ones_late) / self._n_late
+            if late.dot(late) / self._n_late - mean * mean > self._max_late_var:
                 continue
-            before = float(np.maximum.reduce(mag[self._pre_far[0] : self._pre_far[1]]))
-            if float(mag[self._context]) < self.model.min_peak_over_pre * before:
+            before = mag[self._pre_far[0] : self._pre_far[1]]
+            if mag.item(self._context) < self.model.min_peak_over_pre * before.item(before.argmax()):
                 continue
             values, raw = self._features.compute(x, mag)
             score = self.model.score_raw(raw, self._features)
