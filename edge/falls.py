@@ -538,6 +538,7 @@ class FallModel:
     trained_on: Mapping[str, Any]
     # the trees asking their questions of the raw features (see `raw_split_value`); None for a linear score
     _raw_trees: ObliviousTrees | None = field(init=False, repr=False, compare=False)
+    _extractor: FeatureExtractor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.feature_names != feature_names(self.settings):
@@ -554,17 +555,18 @@ class FallModel:
             values = np.array(raw).reshape(trees.split_value.shape)
             raw_trees = ObliviousTrees(trees.split_feature, values, trees.leaf_value, trees.base)
         object.__setattr__(self, "_raw_trees", raw_trees)
+        object.__setattr__(self, "_extractor", feature_extractor(self.settings, self.rate_hz))
 
     def score(self, vector: Array) -> float:
         """The logit of one feature vector (the model's input, `FeatureExtractor.model_input`)."""
         return self.scorer.score(vector)
 
-    def score_raw(self, raw: Array, extractor: FeatureExtractor) -> float:
+    def score_raw(self, raw: Array) -> float:
         """The logit of one raw feature vector (`FeatureExtractor.compute`), the same as `score` of its model
         input: trees compare the raw values with their split values mapped back, so no logarithm is taken."""
         if self._raw_trees is not None:
             return self._raw_trees.score(raw)
-        return self.scorer.score(extractor.model_input(raw))
+        return self.scorer.score(self._extractor.model_input(raw))
 
     @classmethod
     def untrained(cls, placement: Placement, rate_hz: float = 50.0) -> FallModel:
@@ -812,7 +814,7 @@ class FallDetector:
             if mag.item(self._context) < self.model.min_peak_over_pre * before.item(before.argmax()):
                 continue
             values, raw = self._features.compute(x, mag)
-            score = self.model.score_raw(raw, self._features)
+            score = self.model.score_raw(raw)
             decided_ts = self._time(self._count - 1)
             if self._observer is not None:
                 core = dict(zip(CORE_FEATURES, values, strict=True))
