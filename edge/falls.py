@@ -440,6 +440,7 @@ class ObliviousTrees:
     _leaves: Array = field(init=False, repr=False, compare=False)
     _bits: npt.NDArray[np.intp] = field(init=False, repr=False, compare=False)
     _offsets: npt.NDArray[np.intp] = field(init=False, repr=False, compare=False)
+    _ones: Array = field(init=False, repr=False, compare=False)  # the leaves' sum as a dot product: faster here
 
     KIND = "boosted oblivious trees"
 
@@ -452,6 +453,7 @@ class ObliviousTrees:
         object.__setattr__(self, "_leaves", self.leaf_value.ravel())
         object.__setattr__(self, "_bits", (1 << np.arange(depth - 1, -1, -1)).astype(np.intp))
         object.__setattr__(self, "_offsets", np.arange(trees, dtype=np.intp) << depth)
+        object.__setattr__(self, "_ones", np.ones(trees))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -476,7 +478,7 @@ class ObliviousTrees:
             leaves >>= 24
         else:
             leaves = answers.reshape(self.split_feature.shape) @ self._bits
-        return float(np.add.reduce(self._leaves.take(leaves + self._offsets))) + self.base
+        return float(self._leaves.take(leaves + self._offsets).dot(self._ones)) + self.base
 
     def scores(self, rows: Array) -> Array:
         """The logits of (n, d) feature rows."""
