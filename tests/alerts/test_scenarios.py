@@ -39,9 +39,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -83,9 +82,9 @@ from careloop.registry.models import (
 from careloop.registry.store import open_registry
 from careloop.settings import CareloopSettings, load_settings
 from careloop.testing.mosquitto import Mosquitto
-from careloop.topics import Topic, TopicKind, TopicTree
+from careloop.topics import TopicKind, TopicTree
 from edge import falls
-from edge.models import HomeConfig
+from edge.models import HomeConfig, Outputs
 from edge.monitor import HomeMonitor
 from edge.outbox import msg_id_for
 from simulators.bracelet import Bracelet
@@ -97,6 +96,7 @@ from simulators.runner import BuiltScenario, build, stream
 from simulators.scenario import ScenarioFile, anchor_start, load_scenario, scenario_names
 
 T = TypeVar("T")
+MonitorFeed = Callable[[BuiltScenario, HomeMonitor, str], Iterator[tuple[float, Outputs]]]  # tests/conftest.py
 
 #: Scenarios end about two days before the wall clock (see the module docstring).
 ANCHOR = time.time() - 2 * 86_400.0
@@ -170,11 +170,13 @@ def sim_bracelet(built: BuiltScenario) -> list[Outgoing]:
 
 
 @functools.cache
-def edge_uplink(name: str, start: float, home_config_for: Callable[..., HomeConfig]) -> tuple[Outgoing, ...]:
+def edge_uplink(
+    name: str, start: float, home_config_for: Callable[..., HomeConfig], feed: MonitorFeed
+) -> tuple[Outgoing, ...]:
     """A scenario played through a HomeMonitor: the batches its uplink publishes, stamped with the monitor's time.
 
-    Played once per scenario and start (several tests send the same home's uplink); `home_config_for` is the
-    `scenario_home` fixture (tests/conftest.py).
+    Played once per scenario and start (several tests send the same home's uplink); `home_config_for` and `feed`
+    are the `scenario_home` and `monitor_feed` fixtures (tests/conftest.py).
     """
     built = build(load_scenario(name), seed=SEED, start=start)
     config = home_config_for(built.scenario, built.devices)
@@ -183,7 +185,7 @@ def edge_uplink(name: str, start: float, home_config_for: Callable[..., HomeConf
     out: list[Outgoing] = []
     seq = 0
 
-    def take(t: float, outputs: Any) -> None:
+    def take(t: float, outputs: Outputs) -> None:
         nonlocal seq
         for kind, items in (
             (TopicKind.EDGE_EVENTS, outputs.events),
@@ -203,23 +205,8 @@ def edge_uplink(name: str, start: float, home_config_for: Callable[..., HomeConf
                 out.append(Outgoing(t, kind=kind, message=batch))
                 seq += 1
 
-    next_tick = math.floor(built.start) + 1.0
-    for emission in stream(built):
-        while next_tick <= emission.ts:
-            take(next_tick, monitor.tick(next_tick))
-            next_tick += 1.0
-        if emission.control is Control.CONNECTION_LOST:
-            kind: TopicKind | None = TopicKind.DEVICE_AVAILABILITY
-            message: m.Message | None = m.Availability(online=False, since=emission.ts)
-        else:
-            kind, message = emission.kind, emission.message
-        if kind is None or message is None:
-            continue
-        topic = Topic(kind, home_id=home, device_id=emission.device_id)
-        take(emission.ts, monitor.on_message(topic, message, emission.ts))
-    while next_tick <= built.end:
-        take(next_tick, monitor.tick(next_tick))
-        next_tick += 1.0
+    for t, outputs in feed(built, monitor, home):
+        take(t, outputs)
     return tuple(out)
 
 
@@ -623,11 +610,11 @@ BOTH_DATABASES = pytest.mark.parametrize(
 
 @BOTH_DATABASES
 async def test_fall_waits_its_window_then_pages_escalates_to_the_doctor_and_is_handled_to_the_end(
-    open_site: OpenSite, scenario_home: Callable[..., HomeConfig]
+    open_site: OpenSite, scenario_home: Callable[..., HomeConfig], monitor_feed: MonitorFeed
 ) -> None:
     name = "fall-bathroom-night"
     start = start_of(name)
-    uplink = edge_uplink(name, start, scenario_home)
+    uplink = edge_uplink(name, start, scenario_home, monitor_feed)
     [fall_batch] = [i for i in uplink if isinstance(i.message, m.EventBatch)]
     site = await open_site(name, start=start)
     service = site.service
@@ -736,11 +723,11 @@ async def test_fall_waits_its_window_then_pages_escalates_to_the_doctor_and_is_h
 # -- 2. "I'm OK" within the window: no page ----------------------------------------------------------------------------
 @pytest.mark.parametrize("ok_from", ["edge", "sim-bracelet"])
 async def test_im_ok_within_the_cancel_window_cancels_the_fall_and_pages_nobody(
-    open_site: OpenSite, ok_from: str, scenario_home: Callable[..., HomeConfig]
+    open_site: OpenSite, ok_from: str, scenario_home: Callable[..., HomeConfig], monitor_feed: MonitorFeed
 ) -> None:
     name = "fall-then-ok"
     start = start_of(name)
-    uplink = edge_uplink(name, start, scenario_home)
+    uplink = edge_uplink(name, start, scenario_home, monitor_feed)
     site = await open_site(name, start=start)
     if ok_from == "edge":  # the edge forwards the button press in its event batch
         site.feed(uplink)
@@ -945,13 +932,14 @@ KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 @pytest.mark.parametrize("name", GROUND_TRUTH_SCENARIOS)
 async def test_every_shipped_scenario_raises_what_its_ground_truth_lists(
-    open_site: OpenSite, name: str, scenario_home: Callable[..., HomeConfig]
+    open_site: OpenSite, name: str, scenario_home: Callable[..., HomeConfig], monitor_feed: MonitorFeed
 ) -> None:
     """Each expectation's `alerts` open (page, or remind) within its window with its severity, its `no_alerts` do
     not (a fall the resident cancelled is not one), and nothing the ground truth does not list is raised."""
     start = start_of(name)
     site = await open_site(name, start=start)
-    site.feed(edge_uplink(name, start, scenario_home) if takes_edge(site.scenario) else sim_bracelet(site.built))
+    edge = takes_edge(site.scenario)
+    site.feed(edge_uplink(name, start, scenario_home, monitor_feed) if edge else sim_bracelet(site.built))
     await site.advance_to(site.built.end)
 
     expectations: list[GroundTruth] = [g for g in site.built.ground_truth if g.kind == "expect"]

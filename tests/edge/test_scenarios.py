@@ -15,20 +15,17 @@ artefact gated, the tachycardia and the desaturation kept) are checked where the
 from __future__ import annotations
 
 import functools
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
 from careloop import messages as m
-from careloop.topics import Topic, TopicKind
 from edge import falls  # the real accelerometer fall detector (edge/falls.py)
 from edge.models import HomeConfig, Outputs
 from edge.monitor import HomeMonitor
-from simulators.emission import Control
 from simulators.ground_truth import GroundTruth
-from simulators.runner import BuiltScenario, build, stream
+from simulators.runner import BuiltScenario, build
 from simulators.scenario import anchor_start, load_scenario, scenario_names
 
 NOW = 1_790_000_000.0
@@ -47,7 +44,6 @@ class Played:
     built: BuiltScenario
     config: HomeConfig
     monitor: HomeMonitor
-    messages: int = 0
     events: list[m.FallEvent | m.InactivityEvent | m.BedExitEvent | m.NightWanderingEvent | m.GeofenceExitEvent
                  | m.SosEvent | m.OkEvent | m.PresenceEvent] = field(default_factory=list)  # fmt: skip
     vitals: list[m.VitalsSummary] = field(default_factory=list)
@@ -69,39 +65,23 @@ class Played:
 
 
 Play = Callable[[str], Played]
+MonitorFeed = Callable[[BuiltScenario, HomeMonitor, str], Iterator[tuple[float, Outputs]]]  # tests/conftest.py
 
 
 @pytest.fixture(scope="session")
-def played(scenario_home: Callable[..., HomeConfig]) -> Play:
+def played(scenario_home: Callable[..., HomeConfig], monitor_feed: MonitorFeed) -> Play:
     """Each scenario played once per session (several tests look at the same run)."""
-    return functools.cache(lambda name: _play(name, scenario_home))
+    return functools.cache(lambda name: _play(name, scenario_home, monitor_feed))
 
 
-def _play(name: str, home_config_for: Callable[..., HomeConfig]) -> Played:
+def _play(name: str, home_config_for: Callable[..., HomeConfig], feed: MonitorFeed) -> Played:
     """Build, stream and feed one scenario."""
     scenario = load_scenario(name)
     built = build(scenario, seed=1, start=anchor_start(scenario, NOW, None))
     config = home_config_for(scenario, list(built.devices))
     run = Played(built, config, HomeMonitor(config, falls.fall_detector))
-    monitor = run.monitor
-    next_tick = math.floor(built.start) + 1.0
-    for emission in stream(built):
-        while next_tick <= emission.ts:
-            run.take(monitor.tick(next_tick))
-            next_tick += 1.0
-        if emission.control is Control.CONNECTION_LOST:
-            kind: TopicKind | None = TopicKind.DEVICE_AVAILABILITY
-            message: m.Message | None = m.Availability(online=False, since=emission.ts)
-        else:
-            kind, message = emission.kind, emission.message
-        if kind is None or message is None:
-            continue  # a reconnect: the device publishes its own `online`, which is in the stream
-        topic = Topic(kind, home_id=config.home_id, device_id=emission.device_id)
-        run.take(monitor.on_message(topic, message, emission.ts))
-        run.messages += 1
-    while next_tick <= built.end:
-        run.take(monitor.tick(next_tick))
-        next_tick += 1.0
+    for _t, outputs in feed(built, run.monitor, config.home_id):
+        run.take(outputs)
     return run
 
 
