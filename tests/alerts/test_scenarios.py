@@ -169,6 +169,15 @@ def sim_bracelet(built: BuiltScenario) -> list[Outgoing]:
     return [Outgoing(e.ts, emission=e) for e in stream(again) if e.kind in SIM_KINDS or e.control is not None]
 
 
+def vitals_readings(sent: Iterable[Outgoing]) -> list[tuple[float, m.VitalsReading]]:
+    """The vital-sign readings among what a SIM bracelet sent, with their send times."""
+    return [
+        (i.ts, i.emission.message)
+        for i in sent
+        if i.emission is not None and isinstance(i.emission.message, m.VitalsReading)
+    ]
+
+
 @functools.cache
 def edge_uplink(
     name: str, start: float, home_config_for: Callable[..., HomeConfig], feed: MonitorFeed
@@ -762,13 +771,7 @@ async def test_ten_minutes_of_tachycardia_are_one_alarm_counted_not_hundreds(ope
     site.feed(readings)
     await site.advance_to(site.built.end)
 
-    episode = [
-        i.emission.message
-        for i in readings
-        if i.emission is not None
-        and isinstance(i.emission.message, m.VitalsReading)
-        and site.built.start + 300 <= i.ts < site.built.start + 900
-    ]
+    episode = [r for t, r in vitals_readings(readings) if site.built.start + 300 <= t < site.built.start + 900]
     assert len(episode) >= 100  # the bracelet's readings every 5 s for 10 minutes, each published
     [alert] = site.alerts()
     assert (alert.kind, alert.severity, alert.resident_id) == ("hr_high", Severity.HIGH, site.resident)
@@ -791,13 +794,7 @@ async def test_a_motion_artefact_heart_rate_spike_raises_nothing(open_site: Open
     site.feed(readings)
     await site.advance_to(site.built.end)
 
-    spike = [
-        i.emission.message
-        for i in readings
-        if i.emission is not None
-        and isinstance(i.emission.message, m.VitalsReading)
-        and (i.emission.message.hr_bpm or 0) >= 150
-    ]
+    spike = [r for _, r in vitals_readings(readings) if (r.hr_bpm or 0) >= 150]
     assert len(spike) >= 3  # the artefact's readings went over the wire ...
     assert getattr(site.app.engine, "rejected_readings", 0) >= len(spike)  # ... and the gate held them
     assert site.alerts() == []
