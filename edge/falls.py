@@ -775,7 +775,7 @@ class FallDetector:
             if at > expires:  # the piece's largest sample comes after the window: it follows the tracked peak,
                 # which first settles unless a sample within its window beats it
                 within = m2[: expires + 1]
-                if within.item(within.argmax()) <= self._best_g2:
+                if _largest(within) <= self._best_g2:
                     self._settle()
             elif top <= self._best_g2:  # nothing within the window beats it: the samples after it, if any
                 after = m2[expires + 1 :]  # reaches the trigger, follow it once it has settled
@@ -794,7 +794,7 @@ class FallDetector:
         k, self._best = self._best, -1
         p = k - self._base
         before = self._m2[max(p - self._window, -self._base, 0) : p]  # not the padding
-        if (len(before) == 0 or before.item(before.argmax()) < self._best_g2) and self._time(k) > self._quiet_until:
+        if (len(before) == 0 or _largest(before) < self._best_g2) and self._time(k) > self._quiet_until:
             self._pending.append(k)
 
     def _decide(self) -> list[FallDetection]:
@@ -813,7 +813,7 @@ class FallDetector:
             if late.dot(late) / self._n_late - mean * mean > self._max_late_var:
                 continue
             before = mag[self._pre_far[0] : self._pre_far[1]]
-            if mag.item(self._context) < self.model.min_peak_over_pre * before.item(before.argmax()):
+            if mag.item(self._context) < self.model.min_peak_over_pre * _largest(before):
                 continue
             values, raw = self._features.compute(x, mag)
             score = self.model.score_raw(raw)
